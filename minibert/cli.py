@@ -1,0 +1,157 @@
+"""The `minibert` command line.
+
+Each subcommand's flags are declared here; the work is done by a `cli_*` function in the
+workflow module named next to it (imported lazily, so `minibert --help` is instant and a
+command never imports more than it needs). Errors meant for the user are `MinibertError`s:
+they print as one clear line and exit with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from minibert.errors import MinibertError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="default",
+                   help="default | sst2:DIR | csv:PATH (also .tsv / .jsonl)")
+    p.add_argument("--text-column", default=None, help="text column for csv/tsv/jsonl data")
+    p.add_argument("--text-pair-column", default=None,
+                   help="optional second text column (sentence pairs)")
+    p.add_argument("--label-column", default=None, help="label column for csv/tsv/jsonl data")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use at most this many training examples (dev/test are limited proportionally)")
+
+
+def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64, help="truncate sequences to this many tokens")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warm-up")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minibert",
+        description="BERT knowledge distillation from first principles, in pure NumPy.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fetch-teacher", help="download, verify and convert the default teacher")
+    p.add_argument("--out", default="weights/minilm-l6")
+    p.set_defaults(handler="minibert.weights:cli_fetch_teacher")
+
+    p = sub.add_parser("convert", help="convert a local Hugging Face BERT (safetensors) to minibert")
+    p.add_argument("hf_dir")
+    p.add_argument("out_dir")
+    p.set_defaults(handler="minibert.weights:cli_convert")
+
+    p = sub.add_parser("export", help="write a minibert model in the Hugging Face layout")
+    p.add_argument("model_dir")
+    p.add_argument("hf_out_dir")
+    p.set_defaults(handler="minibert.weights:cli_export")
+
+    p = sub.add_parser("embed", help="mean-pooled, L2-normalised sentence embeddings")
+    p.add_argument("--model", default="weights/minilm-l6")
+    p.add_argument("--text-file", required=True, help="one sentence per line")
+    p.add_argument("--out", required=True, help="output .npy file, shape (N, H) float32")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(handler="minibert.infer:cli_embed")
+
+    p = sub.add_parser("fill-mask", help="predict [MASK] tokens (checkpoints with an MLM head)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("text", nargs="+", help="sentences containing [MASK]")
+    p.set_defaults(handler="minibert.infer:cli_fill_mask")
+
+    p = sub.add_parser("finetune", help="fine-tune a teacher on a labelled task")
+    p.add_argument("--model", default="weights/minilm-l6")
+    p.add_argument("--out", required=True)
+    _add_data_args(p)
+    _add_train_args(p, epochs=3, lr=5e-5)
+    p.set_defaults(handler="minibert.train:cli_finetune")
+
+    p = sub.add_parser("distill", help="distil a fine-tuned teacher into a shallow student")
+    p.add_argument("--teacher", required=True, help="a fine-tuned teacher (minibert finetune --out)")
+    p.add_argument("--out", required=True)
+    _add_data_args(p)
+    _add_train_args(p, epochs=3, lr=1e-4)
+    p.add_argument("--layers", type=int, default=2, help="student encoder layers")
+    p.add_argument("--hidden-size", type=int, default=None, help="student width (default: teacher's)")
+    p.add_argument("--intermediate-size", type=int, default=None)
+    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--init", choices=["teacher", "random"], default="teacher")
+    p.add_argument("--init-from", default=None,
+                   help="comma-separated teacher layers to copy, e.g. 0,5 (default: uniform)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label CE")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--hidden-weight", type=float, default=0.0, help="TinyBERT hidden-state MSE")
+    p.add_argument("--attention-weight", type=float, default=0.0, help="TinyBERT attention MSE")
+    p.add_argument("--cosine-weight", type=float, default=0.0, help="DistilBERT cosine loss")
+    p.set_defaults(handler="minibert.distill:cli_distill")
+
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1, params and latency")
+    p.add_argument("--model", required=True)
+    _add_data_args(p)
+    p.add_argument("--split", choices=["dev", "test"], default="dev")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="minibert.evaluate:cli_evaluate")
+
+    p = sub.add_parser("predict", help="labels and probabilities for some texts")
+    p.add_argument("--model", required=True)
+    p.add_argument("text", nargs="+")
+    p.set_defaults(handler="minibert.evaluate:cli_predict")
+
+    p = sub.add_parser("bench", help="forward / train-step timings (and PyTorch's, if installed)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.set_defaults(handler="minibert.bench:cli_bench")
+
+    p = sub.add_parser("demo", help="the main job: fetch, fine-tune, distil, compare, plot")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="classroom-sized run (about 3 minutes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler="minibert.demo:cli_demo")
+
+    p = sub.add_parser("exercises", help="classroom exercises: list, init a workspace, check")
+    esub = p.add_subparsers(dest="exercises_command", required=True, metavar="ACTION")
+    e = esub.add_parser("list", help="the exercises in course order")
+    e.set_defaults(handler="minibert.exercises:cli_list")
+    e = esub.add_parser("init", help="write a workspace of stubs")
+    e.add_argument("dir")
+    e.set_defaults(handler="minibert.exercises:cli_init")
+    e = esub.add_parser("check", help="run the checks for one exercise against your code")
+    e.add_argument("name")
+    e.add_argument("--path", default="workspace", help="your workspace (minibert exercises init)")
+    e.set_defaults(handler="minibert.exercises:cli_check")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args.handler.split(":")
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        result = handler(args)
+    except MinibertError as err:
+        print(f"minibert {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minibert {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
