@@ -1,0 +1,89 @@
+"""Plots written into run directories (PNG, matplotlib's Agg backend: no display needed).
+
+- plot_training_curves: train loss per step (and its running mean) + dev metrics per epoch.
+- plot_accuracy_vs_latency: one point per model (e.g. teacher and students), for the demo.
+Every function saves atomically (tmp file + os.replace) and closes its figure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")   # before pyplot: render to files only, never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def running_mean(x, window: int) -> np.ndarray:
+    """Mean of the last `window` values at each position (shorter at the start)."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.cumsum(np.concatenate([[0.0], x]))
+    lo = np.maximum(np.arange(1, len(x) + 1) - window, 0)
+    return (c[1:] - c[lo]) / (np.arange(1, len(x) + 1) - lo)
+
+
+def plot_training_curves(history: list, step_losses: list, path, metric: str = "accuracy",
+                         title: str | None = None) -> None:
+    """Left: loss per step with a running mean. Right: dev metrics per epoch.
+
+    Inputs: history (fit's per-epoch dicts with "epoch", "train_loss", "dev"), step_losses
+    (floats), path (PNG), metric (marked as the selection metric in the legend).
+    """
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(10, 3.8))
+    steps = np.arange(1, len(step_losses) + 1)
+    if len(step_losses):
+        ax_loss.plot(steps, step_losses, color="0.75", lw=0.8, label="loss per step")
+        window = max(1, len(step_losses) // 50)
+        ax_loss.plot(steps, running_mean(step_losses, window), color="C0", lw=1.5,
+                     label=f"running mean ({window} steps)")
+    if history:
+        spe = len(step_losses) / len(history) if history else 1
+        ax_loss.plot([h["epoch"] * spe for h in history], [h["train_loss"] for h in history],
+                     "o", color="C3", label="epoch mean")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend(fontsize=8)
+    epochs = [h["epoch"] for h in history]
+    keys = list(history[0]["dev"]) if history else []
+    for i, key in enumerate(keys):
+        label = f"dev {key}" + (" (selects best)" if key == metric else "")
+        ax_dev.plot(epochs, [h["dev"][key] for h in history], "o-", color=f"C{i}", label=label)
+    ax_dev.set_xlabel("epoch")
+    ax_dev.set_ylabel("dev metric")
+    if epochs:
+        ax_dev.set_xticks(epochs)
+    if keys:
+        ax_dev.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_accuracy_vs_latency(points: list[dict], path, title: str = "accuracy vs latency",
+                             x_key: str = "ms_per_example", y_key: str = "accuracy") -> None:
+    """Scatter of models. points: dicts with "name", x_key, y_key (and optional "params",
+    drawn as the marker size). Lower-left is fast but worse; upper-left is what we want."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    sizes = [p.get("params") for p in points]
+    biggest = max((s for s in sizes if s), default=None)
+    for i, p in enumerate(points):
+        s = 40 + 260 * (p["params"] / biggest) if p.get("params") and biggest else 60
+        ax.scatter(p[x_key], p[y_key], s=s, color=f"C{i % 10}", alpha=0.8, zorder=3)
+        ax.annotate(p["name"], (p[x_key], p[y_key]), textcoords="offset points",
+                    xytext=(6, 6), fontsize=8)
+    ax.set_xlabel("latency, ms per example (batch 32)" if x_key == "ms_per_example" else x_key)
+    ax.set_ylabel(y_key)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,222 @@
+"""The training loop: exact resume, divergence handling, batching, and `minibert finetune`.
+
+The loop tests use a toy model (mean of token embeddings -> dropout -> linear) so they
+exercise fit() itself in milliseconds; the finetune tests run the real BERT code on the
+tiny model from tests/tiny.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from minibert.errors import CheckpointError, MinibertError, TrainingDiverged
+from minibert.train import (CHECKPOINT_NAME, EncodedSplit, TrainConfig, bucket_batches,
+                            fit, load_checkpoint, make_batch, train_batches)
+
+# ----------------------------------------------------------------------------- a toy model
+
+V, D, C = 20, 8, 2
+
+
+def toy_split(n=40, seed=0):
+    """Token 1 anywhere -> class 1; lengths vary so bucketing and trimming matter."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 12, size=n)
+    ids = np.zeros((n, 12), dtype=np.int64)
+    mask = np.zeros((n, 12), dtype=np.int64)
+    labels = rng.integers(0, 2, size=n)
+    for i, L in enumerate(lengths):
+        ids[i, :L] = rng.integers(2, V, size=L)
+        ids[i, 0] = 1 if labels[i] else 2
+        mask[i, :L] = 1
+    return EncodedSplit(ids=ids, mask=mask, token_type_ids=np.zeros_like(ids),
+                        labels=labels.astype(np.int64), lengths=lengths.astype(np.int64))
+
+
+def toy_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"emb": (0.1 * rng.standard_normal((V, D))).astype(np.float32),
+            "head.W": (0.1 * rng.standard_normal((D, C))).astype(np.float32),
+            "head.b": np.zeros(C, dtype=np.float32)}
+
+
+def toy_step(params, batch, rng, p_drop=0.2):
+    """Bag-of-embeddings classifier with dropout; returns (loss, grads, parts)."""
+    m = batch.mask.astype(np.float32)                                   # (B,T)
+    n = m.sum(1, keepdims=True)                                         # (B,1)
+    e = params["emb"][batch.ids]                                        # (B,T,D)
+    h = (e * m[..., None]).sum(1) / n                                   # (B,D)
+    keep = (rng.random(h.shape) >= p_drop).astype(np.float32) / np.float32(1 - p_drop)
+    hd = h * keep
+    z = hd @ params["head.W"] + params["head.b"]                        # (B,C)
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    B = len(batch.labels)
+    loss = -np.log(p[np.arange(B), batch.labels]).mean()
+    dz = p.copy()
+    dz[np.arange(B), batch.labels] -= 1
+    dz /= np.float32(B)
+    dhd = dz @ params["head.W"].T
+    dh = dhd * keep
+    de = (dh / n)[:, None, :] * m[..., None]                            # (B,T,D)
+    demb = np.zeros_like(params["emb"])
+    np.add.at(demb, batch.ids, de)
+    grads = {"emb": demb, "head.W": hd.T @ dz, "head.b": dz.sum(0)}
+    return loss, grads, {"ce": float(loss)}
+
+
+def toy_eval(split):
+    def eval_fn(params):
+        m = split.mask.astype(np.float32)
+        h = (params["emb"][split.ids] * m[..., None]).sum(1) / m.sum(1, keepdims=True)
+        pred = (h @ params["head.W"] + params["head.b"]).argmax(1)
+        return {"accuracy": float((pred == split.labels).mean())}
+    return eval_fn
+
+
+def run_toy(out, epochs=3, resume=False, step=toy_step, lr=0.2, params=None, **kw):
+    split = toy_split()
+    params = toy_params() if params is None else params
+    tcfg = TrainConfig(epochs=epochs, lr=lr, batch_size=8, warmup=0.2, seed=3, progress=False)
+    res = fit(params, step, lambda epoch, rng: train_batches(split, 8, rng), toy_eval(split),
+              out, tcfg, resume=resume, run_config={"model": "toy"}, **kw)
+    return params, res
+
+
+def metrics_without_times(path):
+    d = json.loads(path.read_text())
+    for h in d["history"]:
+        h.pop("time_s"), h.pop("examples_per_s")
+    return d
+
+
+# ----------------------------------------------------------------------------- batching
+
+def test_bucket_batches_cover_every_example_once_and_group_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, size=1000)
+    batches = bucket_batches(lengths, 16, np.random.default_rng(1), chunk_batches=10)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    assert sum(len(b) < 16 for b in batches) == 1            # only one short batch
+    # sorting inside chunks makes the padding waste far smaller than random batching
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    random_spread = np.mean([np.ptp(lengths[b]) for b in np.array_split(rng.permutation(1000), 63)])
+    assert spread < 0.3 * random_spread
+    again = bucket_batches(lengths, 16, np.random.default_rng(1), chunk_batches=10)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))   # seeded
+
+
+def test_make_batch_trims_padding_to_the_longest_in_the_batch():
+    split = toy_split()
+    idx = np.argsort(split.lengths)[:5]
+    b = make_batch(split, idx)
+    assert b.ids.shape == (5, split.lengths[idx].max())
+    assert b.mask[:, -1].any()                                # no all-padding column left
+    np.testing.assert_array_equal(b.index, idx)
+    np.testing.assert_array_equal(b.labels, split.labels[idx])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def test_fit_learns_and_writes_run_files(tmp_path):
+    params, res = run_toy(tmp_path / "run")
+    assert res.best_metrics["accuracy"] > 0.9
+    assert len(res.history) == 3 and len(res.step_losses) == 3 * 5
+    for name in ("run_config.json", "metrics.json", "training_curves.png", CHECKPOINT_NAME):
+        assert (tmp_path / "run" / name).is_file(), name
+    cfg = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert cfg["model"] == "toy" and cfg["train"]["lr"] == 0.2
+
+
+def test_resume_after_interruption_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    full, _ = run_toy(tmp_path / "full")
+
+    calls = {"n": 0}
+
+    def interrupted_step(params, batch, rng):
+        calls["n"] += 1
+        if calls["n"] == 8:                  # in epoch 2 (5 steps per epoch): like Ctrl-C
+            raise KeyboardInterrupt
+        return toy_step(params, batch, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_toy(tmp_path / "cut", step=interrupted_step)
+    assert load_checkpoint(tmp_path / "cut" / CHECKPOINT_NAME)[2]["epochs_done"] == 1
+    resumed, res = run_toy(tmp_path / "cut", resume=True)
+    assert res.resumed_from == 1
+    for name in full:
+        np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+    assert metrics_without_times(tmp_path / "cut" / "metrics.json") == \
+        metrics_without_times(tmp_path / "full" / "metrics.json")
+
+
+def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path):
+    run_toy(tmp_path / "run", epochs=1)
+    with pytest.raises(CheckpointError, match=r"epochs: 1 -> 2.*lr: 0.2 -> 0.1"):
+        run_toy(tmp_path / "run", epochs=2, lr=0.1, resume=True)
+
+
+def test_a_second_run_into_the_same_out_dir_is_refused_without_resume(tmp_path):
+    run_toy(tmp_path / "run", epochs=1)
+    with pytest.raises(MinibertError, match="--resume"):
+        run_toy(tmp_path / "run", epochs=1)
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MinibertError, match="not a directory"):
+        run_toy(tmp_path / "f")
+
+
+def test_nan_loss_stops_with_step_and_intact_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def nan_at_step_7(params, batch, rng):
+        calls["n"] += 1
+        loss, grads, parts = toy_step(params, batch, rng)
+        return (np.float32("nan") if calls["n"] == 7 else loss), grads, parts
+
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    with pytest.raises(TrainingDiverged, match=r"loss nan at epoch 2, step 7 .*"
+                       + str(ckpt).replace("/", ".") + r" \(after epoch 1\)"):
+        run_toy(tmp_path / "run", step=nan_at_step_7)
+    params, opt_state, state = load_checkpoint(ckpt)         # the last good one still loads
+    assert state["epochs_done"] == 1 and opt_state.step == 5
+    assert all(np.isfinite(p).all() for p in params.values())
+
+
+def test_nan_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path):
+    def inf_grads(params, batch, rng):
+        loss, grads, parts = toy_step(params, batch, rng)
+        grads["emb"][0, 0] = np.inf
+        return loss, grads, parts
+
+    with pytest.raises(TrainingDiverged, match=r"gradient norm inf at epoch 1, step 1 .*none"):
+        run_toy(tmp_path / "run", step=inf_grads)
+
+
+def test_extra_trainable_tensors_are_optimised_and_checkpointed(tmp_path):
+    """distillation keeps projections next to the model params; fit trains all of them."""
+    params = toy_params()
+    params["distill.proj.0.W"] = np.ones((D, D), dtype=np.float32)
+    before = params["distill.proj.0.W"].copy()
+
+    def step(params, batch, rng):
+        loss, grads, parts = toy_step(params, batch, rng)
+        grads["distill.proj.0.W"] = params["distill.proj.0.W"] * np.float32(0.1)
+        return loss, grads, parts
+
+    run_toy(tmp_path / "run", step=step, params=params, epochs=1)
+    assert not np.array_equal(params["distill.proj.0.W"], before)
+    saved = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)[0]
+    np.testing.assert_array_equal(saved["distill.proj.0.W"], params["distill.proj.0.W"])
+
+
+def test_on_best_sees_the_best_epoch_only_when_it_improves(tmp_path):
+    seen = []
+    _, res = run_toy(tmp_path / "run", on_best=lambda p, e, m: seen.append((e, m["accuracy"])))
+    accs = [h["dev"]["accuracy"] for h in res.history]
+    expected = [(i + 1, a) for i, a in enumerate(accs) if a > max(accs[:i], default=-1)]
+    assert seen == expected and res.best_epoch == expected[-1][0]
