@@ -1,0 +1,159 @@
+"""Checking hand-written backward passes against finite differences.
+
+For a function y = f(x) and an upstream gradient dout (same shape as y), the backward pass computes
+the vector-Jacobian product dx = J^T dout, i.e. the gradient of the scalar  L(x) = sum(f(x) * dout).
+Nudging one entry of x both ways measures the same number without any calculus:
+
+    dL/dx_i  ~=  (L(x + h e_i) - L(x - h e_i)) / (2h)          (centred difference, error O(h^2))
+
+In float64 with h = 1e-5 the two agree to about 1e-9 relative; a wrong backward is off by 1e-2 or
+more. Float32 cannot do this (its rounding, 1e-7, divided by h swamps the result), so every
+check here runs in float64.
+
+How to check any forward/backward pair (a single layer or a composite one):
+
+    def forward(x, W, b):                 # takes the checked inputs as keyword arguments
+        return linear_forward(x, W, b)    # -> (out, cache)
+    def backward(dout, cache):
+        return linear_backward(dout, cache)   # -> tuple in input order, or dict {name: grad}
+    errors = check_gradients(forward, backward, {"x": x, "W": W, "b": b}, rng)
+    assert max(errors.values()) < 1e-7
+
+A composite layer whose parameters live in a dict with dotted names works the same way, because
+**kwargs accepts any string key:
+
+    def forward(x, **params):
+        return encoder_layer_forward(params, config, 0, x, bias)
+    def backward(dy, cache):
+        dx, grads = encoder_layer_backward(dy, cache)
+        return {"x": dx, **grads}
+    check_gradients(forward, backward, {"x": x, **params}, rng)
+
+Several outputs (e.g. attention's y, scores, probs): let forward return a tuple of arrays as `out`;
+`dout` is then a tuple of random upstream gradients in the same order. Dropout: create a fresh
+Generator with a fixed seed INSIDE forward, so every call draws the same mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rel_error(a, b, floor=1e-8):
+    """Largest elementwise relative error: max |a - b| / max(floor, |a| + |b|) (cs231n's measure).
+
+    Inputs: a, b arrays of one shape; floor keeps 0 vs 1e-20 from counting as a 100% error.
+    Returns: a Python float (0.0 for empty arrays).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"rel_error: shapes differ, a {a.shape} vs b {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b))))
+
+
+def _total(out, dout):
+    """sum(out * dout), summed over every output when `out` is a tuple/list of arrays."""
+    if isinstance(out, (tuple, list)):
+        return sum(float(np.sum(o * d)) for o, d in zip(out, dout))
+    return float(np.sum(out * dout))
+
+
+def numerical_vjp(f, x, dout, h=1e-5, indices=None):
+    """Centred-difference estimate of the gradient of sum(f(x) * dout) with respect to x.
+
+    Inputs: f, a function of x returning an array (or a tuple of arrays); x, a float64 array that
+            is nudged IN PLACE and restored (so f may also read it through a closure);
+            dout, the upstream gradient, like f's output; h, the step;
+            indices, optional 1-D array of flat indices into x to check (the rest is skipped).
+    Returns: an array like x (indices None) or the gradient at `indices` (1-D).
+    """
+    if x.dtype != np.float64:
+        raise ValueError(f"x: numerical gradients need float64 (float32 rounding / h is too big), got {x.dtype}")
+    flat = x.reshape(-1)
+    if not np.shares_memory(flat, x):
+        raise ValueError("x: must be contiguous (it is nudged in place)")
+    which = np.arange(flat.size) if indices is None else np.asarray(indices).reshape(-1)
+    grad = np.zeros(which.size)
+    for n, i in enumerate(which):
+        old = flat[i]
+        flat[i] = old + h
+        plus = _total(f(x), dout)
+        flat[i] = old - h
+        minus = _total(f(x), dout)
+        flat[i] = old
+        grad[n] = (plus - minus) / (2 * h)
+    return grad.reshape(x.shape) if indices is None else grad
+
+
+def _random_like(rng, out):
+    """A random upstream gradient shaped like out: N(0,1), so no symmetry can hide a bug."""
+    if isinstance(out, (tuple, list)):
+        return tuple(_random_like(rng, o) for o in out)
+    return rng.standard_normal(np.shape(out))
+
+
+def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=None, floor=None):
+    """Compare backward's gradients with centred differences, for every float input.
+
+    Inputs:
+      forward(**inputs) -> (out, cache); out an array or a tuple of arrays.
+      backward(dout, cache) -> the gradients: a dict {name: grad} or a tuple in the order of `wrt`
+          (None entries are skipped).
+      inputs: dict name -> value. Float arrays are copied to float64 and checked; anything else
+          (int ids, eps, n_heads, None...) is passed through unchanged.
+      rng: np.random.Generator for the random upstream gradient and for sampling entries.
+      h: finite-difference step. max_checks: at most this many (random) entries per input.
+      wrt: names to check; default every float array input, in order. A tuple from backward is
+          matched to these names; if it is shorter, the trailing names (e.g. a mask bias) are
+          treated as constants and not checked.
+      floor: denominator floor of rel_error. Default: 1e-8, raised to 1e-3 * max|grad| of the
+          tensor (see below).
+    Returns: dict name -> rel_error(analytic, numerical) over the checked entries.
+
+    Why the floor: a centred difference carries roundoff of about 1e-16 * |L| / h ~ 1e-10, so an
+    entry whose true gradient is 0 (e.g. the key bias of attention, which softmax ignores) reads
+    as +-1e-10 and, against cs231n's floor of 1e-8, would look 1e-2 wrong. Entries smaller than
+    1e-3 of the tensor's largest gradient are therefore measured against that size; entries
+    above it are compared purely relatively. A wrong backward still shows errors >= 1e-3.
+    """
+    inputs = {k: (np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                  else v) for k, v in inputs.items()}
+    names = list(wrt) if wrt is not None else [k for k, v in inputs.items()
+                                               if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+    out, cache = forward(**inputs)
+    dout = _random_like(rng, out)
+    grads = backward(dout, cache)
+    if not isinstance(grads, dict):
+        grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
+        if len(grads) > len(names):
+            raise ValueError(f"backward returned {len(grads)} gradients for {len(names)} inputs {names}")
+        grads = dict(zip(names, grads))
+    errors = {}
+    for name in names:
+        if name not in grads:
+            if wrt is not None:
+                raise ValueError(f"backward returned no gradient for {name!r}")
+            continue
+        analytic = grads[name]
+        if analytic is None:
+            continue
+        x = inputs[name]
+        if np.shape(analytic) != x.shape:
+            raise ValueError(f"gradient of {name}: expected shape {x.shape}, got {np.shape(analytic)}")
+
+        def f(_x, name=name):
+            return forward(**inputs)[0]       # inputs[name] is x itself, nudged in place
+
+        idx = None
+        if x.size > max_checks:
+            idx = rng.choice(x.size, size=max_checks, replace=False)
+        numeric = numerical_vjp(f, x, dout, h=h, indices=idx)
+        ana = np.asarray(analytic, dtype=np.float64).reshape(-1)
+        ana = ana if idx is None else ana[idx]
+        numeric = numeric.reshape(-1)
+        scale = float(np.max(np.abs(analytic), initial=0.0))          # over the whole tensor
+        fl = floor if floor is not None else max(1e-8, 1e-3 * scale)
+        errors[name] = rel_error(ana, numeric, floor=fl)
+    return errors
