@@ -158,7 +158,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         checks = [("epochs", self.epochs >= 1), ("lr", self.lr > 0 and math.isfinite(self.lr)),
-                  ("batch_size", self.batch_size >= 1), ("max_length", self.max_length >= 2),
+                  ("batch_size", self.batch_size >= 1), ("max_length", self.max_length >= 3),
                   ("warmup", 0.0 <= self.warmup < 1.0), ("weight_decay", self.weight_decay >= 0),
                   ("clip", math.isfinite(self.clip))]
         for name, ok in checks:
@@ -399,3 +399,111 @@ def _print_epoch(record: dict, tcfg: TrainConfig, improved: bool, progress: bool
     print(f"epoch {record['epoch']}/{tcfg.epochs}: train loss {record['train_loss']:.4f}, {dev}, "
           f"{record['examples_per_s']:.1f} ex/s, {record['time_s']:.1f} s"
           + (" (best so far)" if improved else ""), flush=True)
+
+
+# ----------------------------------------------------------------------------- minibert finetune
+
+def make_classify_step(config) -> Callable:
+    """step_fn for plain fine-tuning: cross-entropy on the classifier's logits."""
+    from minibert.losses import cross_entropy
+    from minibert.model import classify_backward, classify_forward
+
+    def step(params, batch, rng):
+        logits, _, cache = classify_forward(params, config, batch.ids, batch.mask,
+                                            batch.token_type_ids, rng=rng)        # (B,C)
+        loss, dlogits = cross_entropy(logits, batch.labels)
+        return loss, classify_backward(dlogits, cache), {}
+    return step
+
+
+def make_eval_fn(config, dev: EncodedSplit, batch_size: int) -> Callable:
+    """eval_fn for fit: dev accuracy and macro-F1 of a classifier."""
+    from minibert.evaluate import classification_metrics, predict_logits
+
+    def eval_fn(params):
+        pred = predict_logits(params, config, dev, batch_size).argmax(axis=1)     # (N,)
+        m = classification_metrics(dev.labels, pred, config.num_labels)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return eval_fn
+
+
+def with_fresh_head(params: dict, config, labels: list[str], rng: np.random.Generator):
+    """A copy of (params, config) with a new classifier for `labels`: classifier.W ~ N(0, 0.02),
+    b = 0. An old head and an MLM head are dropped (fine-tuning trains neither)."""
+    import dataclasses
+    from minibert.model import init_params, param_shapes
+    new_config = dataclasses.replace(config, num_labels=len(labels), labels=list(labels),
+                                     mlm_head=False)
+    fresh = init_params(new_config, rng, dtype=next(iter(params.values())).dtype)
+    new_params = {}
+    for name in param_shapes(new_config):
+        new_params[name] = fresh[name] if name.startswith("classifier.") else params[name]
+    return new_params, new_config
+
+
+def write_head_record(out_dir, data_spec: str, labels, dev_accuracy, epoch: int) -> None:
+    """head.json: proof that this model's classifier was trained (distill checks it)."""
+    write_json(Path(out_dir) / "head.json", {"finetuned": True, "data": data_spec,
+                                             "labels": list(labels), "dev_accuracy": dev_accuracy,
+                                             "epoch": epoch})
+
+
+def check_out_dir(out, *inputs) -> Path:
+    """--out must be (or become) a directory and must not be one of the input model dirs."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MinibertError(f"--out {out}: exists and is not a directory")
+    for d in inputs:
+        if Path(d).exists() and out.exists() and out.resolve() == Path(d).resolve():
+            raise MinibertError(f"--out {out}: must differ from the input model directory {d}")
+    return out
+
+
+def cli_finetune(args) -> int:
+    """minibert finetune: train a fresh classifier head and the encoder; OUT holds the best epoch."""
+    from minibert.data import load_dataset
+    from minibert.tokenizer import Tokenizer, check_tokenizer_fits
+    from minibert.weights import load_model, save_model
+    tcfg = TrainConfig.from_args(args)
+    tcfg.validate()
+    out = check_out_dir(args.out, args.model)
+    params, config = load_model(args.model)
+    tokenizer = Tokenizer.from_dir(args.model)
+    check_tokenizer_fits(tokenizer, config)
+    data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
+                        text_pair_column=args.text_pair_column, limit=args.limit, seed=args.seed)
+    if not data.train:
+        raise DataError(f"--data {args.data}: the training split is empty")
+    if not data.dev:
+        raise DataError(f"--data {args.data}: the dev split is empty (finetune picks the best "
+                        "epoch on dev)")
+    if len(data.labels) < 2:
+        raise DataError(f"--data {args.data}: need at least 2 labels, got {data.labels}")
+    if config.num_labels:
+        print(f"note: replacing the model's {config.num_labels}-way head with a fresh "
+              f"{len(data.labels)}-way head")
+    params, config = with_fresh_head(params, config, data.labels,
+                                     np.random.default_rng([tcfg.seed, 7919]))
+    train_split = encode_examples(tokenizer, data.train, tcfg.max_length)
+    dev_split = encode_examples(tokenizer, data.dev, tcfg.max_length)
+    print(f"fine-tuning {args.model} on {data.name}: {len(data.train)} train / {len(data.dev)} dev "
+          f"examples, labels {data.labels}, {tcfg.epochs} epochs of "
+          f"{-(-len(data.train) // tcfg.batch_size)} steps")
+    model_keys = list(params)
+
+    def on_best(p, epoch, metrics):
+        save_model(out, {k: p[k] for k in model_keys}, config, tokenizer_dir=args.model)
+        write_head_record(out, args.data, data.labels, metrics["accuracy"], epoch)
+
+    run_config = {"command": "finetune", "model": str(args.model), "data": args.data,
+                  "text_column": args.text_column, "label_column": args.label_column,
+                  "text_pair_column": args.text_pair_column, "limit": args.limit,
+                  "labels": list(data.labels), "n_train": len(data.train), "n_dev": len(data.dev)}
+    res = fit(params, make_classify_step(config),
+              lambda epoch, rng: train_batches(train_split, tcfg.batch_size, rng),
+              make_eval_fn(config, dev_split, tcfg.batch_size), out, tcfg, resume=args.resume,
+              run_config=run_config, on_best=on_best)
+    best = res.best_metrics
+    print(f"best epoch {res.best_epoch}: dev accuracy {best['accuracy']:.4f}, macro-F1 "
+          f"{best['macro_f1']:.4f}; model written to {out}")
+    return 0

@@ -220,3 +220,98 @@ def test_on_best_sees_the_best_epoch_only_when_it_improves(tmp_path):
     accs = [h["dev"]["accuracy"] for h in res.history]
     expected = [(i + 1, a) for i, a in enumerate(accs) if a > max(accs[:i], default=-1)]
     assert seen == expected and res.best_epoch == expected[-1][0]
+
+
+# ----------------------------------------------------------------------------- minibert finetune
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    from tiny import make_tiny_model_dir, write_tiny_dataset
+    root = tmp_path_factory.mktemp("finetune")
+    return {"model": make_tiny_model_dir(root / "teacher"),
+            "data": write_tiny_dataset(root / "d.csv", n=400), "root": root}
+
+
+def finetune_args(task, out, *extra):
+    return ["finetune", "--model", str(task["model"]), "--data", f"csv:{task['data']}",
+            "--out", str(out), "--epochs", "3", "--lr", "5e-3", "--batch-size", "16",
+            "--max-length", "16", "--seed", "1", *extra]
+
+
+def test_finetune_learns_the_tiny_task_and_out_is_a_model_dir(tiny_task, capsys):
+    from minibert.cli import main
+    from minibert.weights import load_model
+    out = tiny_task["root"] / "ft"
+    assert main(finetune_args(tiny_task, out)) == 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "run_config.json",
+                 "metrics.json", "training_curves.png", "head.json", CHECKPOINT_NAME):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    head = json.loads((out / "head.json").read_text())
+    assert metrics["best"]["accuracy"] > 0.9
+    assert head["finetuned"] is True and head["labels"] == ["negative", "positive"]
+    assert head["dev_accuracy"] == metrics["best"]["accuracy"]
+    params, config = load_model(out)
+    assert config.num_labels == 2 and config.labels == ["negative", "positive"]
+    capsys.readouterr()
+    # OUT holds the best epoch: evaluating it on dev reproduces the recorded best accuracy
+    assert main(["evaluate", "--model", str(out), "--data", f"csv:{tiny_task['data']}",
+                 "--max-length", "16", "--batch-size", "16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == metrics["best"]["accuracy"]
+
+
+def test_interrupted_finetune_resumed_equals_an_uninterrupted_one(tiny_task, monkeypatch):
+    from minibert import train
+    from minibert.cli import main
+    from minibert.weights import load_model
+    full, cut = tiny_task["root"] / "full", tiny_task["root"] / "cut"
+    assert main(finetune_args(tiny_task, full)) == 0
+
+    real = train.make_classify_step
+
+    def make_step_interrupted_in_epoch_2(config):
+        step, calls = real(config), {"n": 0}
+
+        def interrupted(params, batch, rng):
+            calls["n"] += 1
+            if calls["n"] == 25:              # 20 steps per epoch: mid epoch 2, like Ctrl-C
+                raise KeyboardInterrupt
+            return step(params, batch, rng)
+        return interrupted
+
+    monkeypatch.setattr(train, "make_classify_step", make_step_interrupted_in_epoch_2)
+    assert main(finetune_args(tiny_task, cut)) == 130
+    monkeypatch.setattr(train, "make_classify_step", real)
+    assert main(finetune_args(tiny_task, cut, "--resume")) == 0
+
+    a, b = load_model(full)[0], load_model(cut)[0]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    ca, cb = load_checkpoint(full / CHECKPOINT_NAME), load_checkpoint(cut / CHECKPOINT_NAME)
+    for name in ca[0]:
+        np.testing.assert_array_equal(ca[0][name], cb[0][name], err_msg=name)
+        np.testing.assert_array_equal(ca[1].v[name], cb[1].v[name], err_msg=name)
+    assert metrics_without_times(full / "metrics.json") == metrics_without_times(cut / "metrics.json")
+
+
+def test_finetune_resume_with_a_changed_config_is_refused(tiny_task, capsys):
+    from minibert.cli import main
+    out = tiny_task["root"] / "changed"
+    assert main(finetune_args(tiny_task, out, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(finetune_args(tiny_task, out, "--resume")) == 2      # epochs 1 -> 3, lr same
+    assert "train.epochs: 1 -> 3" in capsys.readouterr().err
+
+
+def test_finetune_out_that_is_a_file_is_refused(tiny_task, capsys):
+    from minibert.cli import main
+    f = tiny_task["root"] / "a_file"
+    f.write_text("not a directory")
+    assert main(finetune_args(tiny_task, f)) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_finetune_resume_without_a_checkpoint_is_refused(tiny_task, capsys):
+    from minibert.cli import main
+    assert main(finetune_args(tiny_task, tiny_task["root"] / "nothing", "--resume")) == 2
+    assert "no checkpoint" in capsys.readouterr().err
