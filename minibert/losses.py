@@ -119,10 +119,13 @@ def cross_entropy(logits, labels):
     # BEGIN EXERCISE softmax_cross_entropy
     n = logits.shape[0]
     rows = np.arange(n)
+    # 1. log-probabilities, stably: log p = z - log(sum(exp(z))) with z = logits - row max
     logp = _log_softmax(logits)                             # (N,C)
+    # 2. loss: mean over the batch of -log p[label]
     loss = -logp[rows, labels].sum() / logits.dtype.type(n)  # scalar
+    # 3. gradient: (p - onehot) / N, built in place in one fresh array
     dlogits = np.exp(logp)                                  # (N,C) softmax probabilities
-    dlogits[rows, labels] -= 1                              # (N,C) softmax - onehot
+    dlogits[rows, labels] -= 1                              # (N,C) p - onehot
     dlogits /= logits.dtype.type(n)
     return logits.dtype.type(loss), dlogits
     # END EXERCISE softmax_cross_entropy
@@ -197,12 +200,15 @@ def distillation_loss(student_logits, teacher_logits, labels, alpha, T):
     student_logits = _check_float("student_logits", student_logits, ndim=2)
     # BEGIN EXERCISE distillation_loss
     dt = student_logits.dtype.type
+    # 1. the two losses and their gradients w.r.t. the student logits
     ce, dce = cross_entropy(student_logits, labels)
-    kl, dkl = soft_kl(student_logits, teacher_logits, T)
+    kl, dkl = soft_kl(student_logits, teacher_logits, T)   # dkl = (p_s - p_t) / (N*T)
+    # 2. weights: alpha for the hard term, (1 - alpha) * T^2 for the soft one
     w_hard = dt(alpha)
     w_soft = dt((1.0 - alpha) * T * T)                      # T^2 restores the soft gradient's scale
+    # 3. combine the losses and, with the same weights, the gradients
     loss = w_hard * ce + w_soft * kl
-    dlogits = dce
+    dlogits = dce                                           # (N,C), fresh: safe to scale in place
     dlogits *= w_hard
     dlogits += w_soft * dkl                                 # (N,C)
     return dt(loss), dlogits, {"ce": ce, "kl": kl}
@@ -258,7 +264,9 @@ def hidden_mse(student_h, teacher_h, mask=None, W=None, b=None):
     t = t.astype(s.dtype, copy=False)
     m, n_real = _check_mask(mask, s.shape[:2], s.dtype)     # (B,T)
 
-    proj = s if W is None else s @ W                        # (B,T,Hs) -> (B,T,Ht)
+    B, T = s.shape[:2]
+    # matmuls on 2-D views: (B*T, Hs) @ (Hs, Ht) is one BLAS call (a 3-D @ is often slower)
+    proj = s if W is None else (s.reshape(-1, hs) @ W).reshape(B, T, ht)   # (B,T,Hs) -> (B,T,Ht)
     if b is not None:
         proj = proj + b                                     # (B,T,Ht)
     diff = proj - t                                         # (B,T,Ht), fresh
@@ -269,7 +277,7 @@ def hidden_mse(student_h, teacher_h, mask=None, W=None, b=None):
     dproj *= dt(2.0) * scale                                # (B,T,Ht) d loss / d proj
     if W is None:
         return dt(loss), dproj, None, None
-    dstudent = dproj @ W.T                                  # (B,T,Ht) @ (Ht,Hs) -> (B,T,Hs)
+    dstudent = (dproj.reshape(-1, ht) @ W.T).reshape(B, T, hs)   # (B*T,Ht) @ (Ht,Hs) -> (B,T,Hs)
     dW = s.reshape(-1, hs).T @ dproj.reshape(-1, ht)        # (Hs,B*T) @ (B*T,Ht) -> (Hs,Ht)
     db = None if b is None else dproj.sum(axis=(0, 1))      # (Ht,)
     return dt(loss), dstudent, dW, db

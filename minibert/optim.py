@@ -136,7 +136,8 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, weigh
     for name, p in params.items():
         g, m, v = grads[name], state.m[name], state.v[name]
         c = p.dtype.type                                    # scalars in the parameter's dtype
-        tmp = _scratch_like(state, p)                       # the one scratch buffer (reused)
+        # one scratch buffer shaped like p (np.empty_like(p) would do, but allocates every step)
+        tmp = _scratch_like(state, p)
         if weight_decay != 0 and not no_decay(name):
             p *= c(1.0 - lr * weight_decay)                 # decoupled weight decay
         m *= c(beta1)                                       # m = beta1*m + (1-beta1)*g
