@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -271,42 +272,17 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
     Returns: FitResult. Raises TrainingDiverged on a NaN/inf loss or gradient norm, before
     the update is applied; the last checkpoint is left intact and named in the message.
     """
-    from minibert.optim import adamw_init, adamw_step, clip_grad_norm, linear_schedule
-    from minibert.plots import plot_training_curves
+    from minibert.optim import adamw_step, clip_grad_norm, linear_schedule
     tcfg.validate()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MinibertError(f"--out {out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    config = {**(run_config or {}), "train": tcfg.to_dict()}
-
-    history, step_losses, best = [], [], {"epoch": 0, "metrics": None}
-    if resume:
-        saved_params, opt_state, state = load_checkpoint(ckpt_path)
-        diff = _config_diff(state["run_config"], json.loads(json.dumps(config, default=str)))
-        if diff:
-            raise CheckpointError(f"--resume: {out_dir} was started with a different config ("
-                                  + "; ".join(diff) + "); use the same flags or a new --out")
-        if set(saved_params) != set(params):
-            raise CheckpointError(f"--resume: checkpoint {ckpt_path} holds different tensors "
-                                  f"than the model ({sorted(set(saved_params) ^ set(params))[:5]})")
-        for name in params:
-            params[name] = saved_params[name].astype(params[name].dtype, copy=False)
-        history, step_losses, best = state["history"], state["step_losses"], state["best"]
-        start_epoch = state["epochs_done"]
-    else:
-        if ckpt_path.exists():
-            raise MinibertError(f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); "
-                                "pass --resume to continue it or choose a new --out")
-        opt_state = adamw_init(params)
-        start_epoch = 0
+    config = json.loads(json.dumps({**(run_config or {}), "train": tcfg.to_dict()}, default=str))
+    opt_state, run = _start_or_resume(params, out_dir, config, resume)
     write_json(out_dir / "run_config.json", config)
-
-    steps_per_epoch = None
-    total_steps = None
+    start_epoch = run["epochs_done"]
     last_good = (f"{ckpt_path} (after epoch {start_epoch})" if start_epoch > 0
                  else "none (no epoch had finished)")
+    steps_per_epoch = None
     for epoch in range(start_epoch, tcfg.epochs):
         shuffle_rng, dropout_rng = epoch_rngs(tcfg.seed, epoch)
         batches = train_batches_fn(epoch, shuffle_rng)
@@ -319,33 +295,37 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
         elif len(batches) != steps_per_epoch:
             raise ValueError(f"train_batches_fn gave {len(batches)} batches in epoch {epoch}, "
                              f"{steps_per_epoch} before; the schedule needs a fixed count")
-        t0, n_seen, n_steps, loss_sum, part_sums, lr = time.perf_counter(), 0, 0, 0.0, {}, 0.0
+        t0, n_seen, loss_sum, part_sums, lr = time.perf_counter(), 0, 0.0, {}, 0.0
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{tcfg.epochs}", tcfg.progress)
-        for batch in batches:
+        for i, batch in enumerate(batches):
             step = int(opt_state.step)                       # 0-based index of this update
-            loss, grads, parts = step_fn(params, batch, dropout_rng)
-            loss = float(loss)
-            norm = float(clip_grad_norm(grads, tcfg.clip)) if tcfg.clip > 0 else _global_norm(grads)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
+            where = f"epoch {epoch + 1}, step {step + 1} (of {total_steps})"
+            try:
+                loss, grads, parts = step_fn(params, batch, dropout_rng)
+            except KeyboardInterrupt:
                 bar.close()
-                what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
-                raise TrainingDiverged(f"{what} at epoch {epoch + 1}, step {step + 1} "
-                                       f"(of {total_steps}); last good checkpoint: {last_good}")
+                print(f"interrupted at {where}; last checkpoint: {last_good}; "
+                      "continue with --resume", file=sys.stderr, flush=True)
+                raise
             if set(grads) != set(params):
                 raise ValueError("step_fn: grads must have exactly params' keys; differing: "
                                  f"{sorted(set(grads) ^ set(params))[:5]}")
-            lr = float(linear_schedule(step, total_steps, warmup_steps, tcfg.lr))
+            loss = float(loss)
+            norm = clip_grad_norm(grads, tcfg.clip) if tcfg.clip > 0 else _global_norm(grads)
+            if not (math.isfinite(loss) and math.isfinite(norm)):   # stop BEFORE the update
+                bar.close()
+                what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+                raise TrainingDiverged(f"{what} at {where}; last good checkpoint: {last_good}")
+            lr = linear_schedule(step, total_steps, warmup_steps, tcfg.lr)
             adamw_step(params, grads, opt_state, lr, weight_decay=tcfg.weight_decay)
             n_seen += int(batch.ids.shape[0])
-            n_steps += 1
             loss_sum += loss
-            step_losses.append(loss)
+            run["step_losses"].append(loss)
             for k, v in parts.items():
                 part_sums[k] = part_sums.get(k, 0.0) + float(v)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}",
-                            ex_s=f"{n_seen / max(time.perf_counter() - t0, 1e-9):.1f}",
-                            refresh=False)
+            bar.set_postfix(loss=f"{loss_sum / (i + 1):.4f}", refresh=False,
+                            ex_s=f"{n_seen / max(time.perf_counter() - t0, 1e-9):.1f}")
         bar.close()
         train_time = time.perf_counter() - t0
         metrics = {k: float(v) for k, v in eval_fn(params).items()}
@@ -355,24 +335,66 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                   "parts": {k: v / steps_per_epoch for k, v in part_sums.items()},
                   "lr": lr, "steps": int(opt_state.step), "time_s": train_time,
                   "examples_per_s": n_seen / max(train_time, 1e-9), "dev": metrics}
-        history.append(record)
-        improved = best["metrics"] is None or metrics[tcfg.metric] > best["metrics"][tcfg.metric]
-        if improved:
-            best = {"epoch": epoch + 1, "metrics": metrics}
-            if on_best is not None:
-                on_best(params, epoch + 1, metrics)
-        save_checkpoint(ckpt_path, params, opt_state,
-                        {"epochs_done": epoch + 1, "run_config": config, "history": history,
-                         "step_losses": step_losses, "best": best, "extra": extra_state or {}})
+        improved = _end_epoch(run, record, params, opt_state, out_dir, tcfg, on_best, extra_state)
         last_good = f"{ckpt_path} (after epoch {epoch + 1})"
-        write_json(out_dir / "metrics.json", {"history": history, "best_epoch": best["epoch"],
-                                              "best": best["metrics"], "metric": tcfg.metric,
-                                              "step_losses": step_losses})
-        plot_training_curves(history, step_losses, out_dir / "training_curves.png",
-                             metric=tcfg.metric)
-        _print_epoch(record, tcfg, improved, progress=tcfg.progress)
-    return FitResult(history=history, step_losses=step_losses, best_epoch=best["epoch"],
-                     best_metrics=best["metrics"], resumed_from=start_epoch)
+        _print_epoch(record, tcfg, improved)
+    best = run["best"]
+    return FitResult(history=run["history"], step_losses=run["step_losses"],
+                     best_epoch=best["epoch"], best_metrics=best["metrics"],
+                     resumed_from=start_epoch)
+
+
+def _start_or_resume(params: dict, out_dir: Path, config: dict, resume: bool):
+    """Fresh AdamW state, or (resume) params/state/history loaded from the checkpoint.
+    Returns (opt_state, run) with run = {epochs_done, run_config, history, step_losses, best}."""
+    from minibert.optim import adamw_init
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MinibertError(f"--out {out_dir}: exists and is not a directory")
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if not resume:
+        if ckpt_path.exists():
+            raise MinibertError(f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); "
+                                "pass --resume to continue it or choose a new --out")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return adamw_init(params), {"epochs_done": 0, "run_config": config, "history": [],
+                                    "step_losses": [], "best": {"epoch": 0, "metrics": None}}
+    if not ckpt_path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint to resume from ({ckpt_path} not found)")
+    saved, opt_state, state = load_checkpoint(ckpt_path)
+    diff = _config_diff(state["run_config"], config)
+    if diff:
+        raise CheckpointError(f"--resume: {out_dir} was started with a different config ("
+                              + "; ".join(diff) + "); use the same flags or a new --out")
+    if set(saved) != set(params):
+        raise CheckpointError(f"--resume: {ckpt_path} holds different tensors than the model: "
+                              f"{sorted(set(saved) ^ set(params))[:5]}")
+    for name in params:
+        params[name] = saved[name].astype(params[name].dtype, copy=False)
+    run = {k: state[k] for k in ("epochs_done", "run_config", "history", "step_losses", "best")}
+    return opt_state, run
+
+
+def _end_epoch(run: dict, record: dict, params: dict, opt_state, out_dir: Path,
+               tcfg: TrainConfig, on_best, extra_state) -> bool:
+    """Record the epoch, export the best model (on_best), write checkpoint, metrics and plot.
+    Returns True when this epoch is the best so far."""
+    from minibert.plots import plot_training_curves
+    run["history"].append(record)
+    run["epochs_done"] = record["epoch"]
+    best = run["best"]
+    improved = best["metrics"] is None or record["dev"][tcfg.metric] > best["metrics"][tcfg.metric]
+    if improved:
+        run["best"] = {"epoch": record["epoch"], "metrics": record["dev"]}
+        if on_best is not None:        # before the checkpoint: a crash in between replays the epoch
+            on_best(params, record["epoch"], record["dev"])
+    save_checkpoint(out_dir / CHECKPOINT_NAME, params, opt_state, {**run, "extra": extra_state or {}})
+    write_json(out_dir / "metrics.json", {"history": run["history"], "metric": tcfg.metric,
+                                          "best_epoch": run["best"]["epoch"],
+                                          "best": run["best"]["metrics"],
+                                          "step_losses": run["step_losses"]})
+    plot_training_curves(run["history"], run["step_losses"], out_dir / "training_curves.png",
+                         metric=tcfg.metric)
+    return improved
 
 
 def _global_norm(grads: dict) -> float:
@@ -392,8 +414,8 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="batch", mininterval=0.5, leave=False)
 
 
-def _print_epoch(record: dict, tcfg: TrainConfig, improved: bool, progress: bool) -> None:
-    if not progress:
+def _print_epoch(record: dict, tcfg: TrainConfig, improved: bool) -> None:
+    if not tcfg.progress:
         return
     dev = ", ".join(f"dev {k} {v:.4f}" for k, v in record["dev"].items())
     print(f"epoch {record['epoch']}/{tcfg.epochs}: train loss {record['train_loss']:.4f}, {dev}, "
