@@ -53,11 +53,22 @@ def rel_error(a, b, floor=1e-8):
     return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b))))
 
 
-def _total(out, dout):
-    """sum(out * dout), summed over every output when `out` is a tuple/list of arrays."""
+def _copy(out):
     if isinstance(out, (tuple, list)):
-        return sum(float(np.sum(o * d)) for o, d in zip(out, dout))
-    return float(np.sum(out * dout))
+        return tuple(_copy(o) for o in out)
+    return np.array(out, dtype=np.float64)
+
+
+def _projected_difference(plus, minus, dout):
+    """sum((plus - minus) * dout), over every output when they are tuples/lists of arrays.
+
+    Subtracting the outputs BEFORE summing matters: outputs that the nudge did not change cancel
+    exactly, so roundoff comes only from what did change, not from the size of the whole sum.
+    """
+    if isinstance(plus, (tuple, list)):
+        return sum(_projected_difference(p, m, d) for p, m, d in zip(plus, minus, dout))
+    diff = np.asarray(plus, dtype=np.float64) - np.asarray(minus, dtype=np.float64)
+    return float(np.sum(diff * dout))
 
 
 def numerical_vjp(f, x, dout, h=1e-5, indices=None):
@@ -79,11 +90,11 @@ def numerical_vjp(f, x, dout, h=1e-5, indices=None):
     for n, i in enumerate(which):
         old = flat[i]
         flat[i] = old + h
-        plus = _total(f(x), dout)
+        plus = _copy(f(x))              # a copy: f may return a view of x (e.g. a reshape)
         flat[i] = old - h
-        minus = _total(f(x), dout)
+        minus = f(x)
         flat[i] = old
-        grad[n] = (plus - minus) / (2 * h)
+        grad[n] = _projected_difference(plus, minus, dout) / (2 * h)
     return grad.reshape(x.shape) if indices is None else grad
 
 
@@ -100,7 +111,8 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
     Inputs:
       forward(**inputs) -> (out, cache); out an array or a tuple of arrays.
       backward(dout, cache) -> the gradients: a dict {name: grad} or a tuple in the order of `wrt`
-          (None entries are skipped).
+          (a None gradient means "not differentiable here" and is skipped; a name missing from
+          the dict is an error, so nothing goes unchecked by accident).
       inputs: dict name -> value. Float arrays are copied to float64 and checked; anything else
           (int ids, eps, n_heads, None...) is passed through unchanged.
       rng: np.random.Generator for the random upstream gradient and for sampling entries.
@@ -112,11 +124,13 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
           tensor (see below).
     Returns: dict name -> rel_error(analytic, numerical) over the checked entries.
 
-    Why the floor: a centred difference carries roundoff of about 1e-16 * |L| / h ~ 1e-10, so an
-    entry whose true gradient is 0 (e.g. the key bias of attention, which softmax ignores) reads
-    as +-1e-10 and, against cs231n's floor of 1e-8, would look 1e-2 wrong. Entries smaller than
-    1e-3 of the tensor's largest gradient are therefore measured against that size; entries
-    above it are compared purely relatively. A wrong backward still shows errors >= 1e-3.
+    Why the floor: both estimates carry absolute rounding errors, so an entry whose gradient is
+    tiny next to the others cannot be compared relatively. Example: GELU at x = -7 has slope
+    ~1e-11, but 0.5*x*(1 + erf(x/sqrt 2)) itself is only known to +-1e-16*|x| in float64, so its
+    centred difference is +-4e-11: "100% wrong" against cs231n's floor of 1e-8, though the
+    backward is right. Entries smaller than 1e-3 of the tensor's largest gradient are therefore
+    measured against that size (an absolute accuracy of 1e-10 * max|grad| at the 1e-7 level);
+    larger entries are compared purely relatively. A wrong backward still shows errors >= 1e-3.
     """
     inputs = {k: (np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
                   else v) for k, v in inputs.items()}
@@ -130,20 +144,19 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
         if len(grads) > len(names):
             raise ValueError(f"backward returned {len(grads)} gradients for {len(names)} inputs {names}")
         grads = dict(zip(names, grads))
+    missing = [name for name in names if name not in grads]
+    if missing:
+        raise ValueError(f"backward returned no gradient for {missing}; pass constants through a "
+                         f"closure, or list the names to check in `wrt`")
     errors = {}
     for name in names:
-        if name not in grads:
-            if wrt is not None:
-                raise ValueError(f"backward returned no gradient for {name!r}")
-            continue
-        analytic = grads[name]
+        analytic, x = grads[name], inputs[name]
         if analytic is None:
             continue
-        x = inputs[name]
         if np.shape(analytic) != x.shape:
             raise ValueError(f"gradient of {name}: expected shape {x.shape}, got {np.shape(analytic)}")
 
-        def f(_x, name=name):
+        def f(_x):
             return forward(**inputs)[0]       # inputs[name] is x itself, nudged in place
 
         idx = None
