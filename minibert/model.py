@@ -307,17 +307,24 @@ def encoder_layer_backward(dy, cache, dscores=None, dprobs=None):
     Run the forward in reverse. Each residual sum `x + branch(x)` sends its gradient both
     through the branch and straight to x, so the two contributions are added."""
     # BEGIN EXERCISE encoder_layer_backward
-    p = f"encoder.{cache.index}."
-    ds2, dgamma2, dbeta2 = layernorm_backward(dy, cache.ffn_ln)     # (B,T,H): grad of x1 + f
+    p = f"encoder.{cache.index}."                                   # keys like the parameters
+    # 1. FFN LayerNorm: its input was the residual sum s2 = x1 + f
+    ds2, dgamma2, dbeta2 = layernorm_backward(dy, cache.ffn_ln)     # (B,T,H)
+    # 2. the FFN branch backwards: dropout, out linear, GELU, in linear
     df = dropout_backward(ds2, cache.ffn_drop)                      # (B,T,H)
     df, dW_out, db_out = linear_backward(df, cache.ffn_out)         # (B,T,H) -> (B,T,I)
     df = gelu_backward(df, cache.gelu)                              # (B,T,I)
     dx1, dW_in, db_in = linear_backward(df, cache.ffn_in)           # (B,T,I) -> (B,T,H)
-    dx1 += ds2                                                      # residual: x1 also feeds the sum
-    ds1, dgamma1, dbeta1 = layernorm_backward(dx1, cache.attn_ln)   # (B,T,H): grad of x + a
+    # 3. x1 fed both the FFN and the sum s2: add the two gradients
+    dx1 += ds2                                                      # (B,T,H)
+    # 4. attention LayerNorm: its input was s1 = x + a
+    ds1, dgamma1, dbeta1 = layernorm_backward(dx1, cache.attn_ln)   # (B,T,H)
+    # 5. the attention branch backwards: dropout, then attention (extra dscores/dprobs go in here)
     da = dropout_backward(ds1, cache.attn_drop)                     # (B,T,H)
     dx, dW_qkv, db_qkv, dW_o, db_o = attention_backward(da, cache.attn, dscores, dprobs)  # (B,T,H)
-    dx += ds1                                                       # residual: x also feeds the sum
+    # 6. x fed both the attention and the sum s1: add the two gradients
+    dx += ds1                                                       # (B,T,H)
+    # 7. one fresh gradient per parameter of this layer
     grads = {
         p + "attn.qkv.W": dW_qkv, p + "attn.qkv.b": db_qkv,
         p + "attn.out.W": dW_o, p + "attn.out.b": db_o,
