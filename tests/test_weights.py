@@ -223,6 +223,16 @@ def test_garbage_safetensors_is_a_checkpoint_error(tmp_path, tiny_cls_dir):
         weights.load_model(tmp_path / "m")
 
 
+def test_bfloat16_checkpoint_is_refused_with_advice(tmp_path):
+    header = json.dumps({"x": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]}}).encode()
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(6))
+    shutil.copy(FIXTURES / "tiny_cls" / "config.json", hf)
+    with pytest.raises(CheckpointError, match="bfloat16.*float32"):
+        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+
+
 def test_config_disagreeing_with_tensors_is_a_checkpoint_error(tmp_path, tiny_cls_dir):
     shutil.copytree(tiny_cls_dir, tmp_path / "m")
     cfg = read_json(tmp_path / "m" / "config.json")
@@ -386,6 +396,7 @@ def test_fetching_again_is_a_no_op(teacher_dir, monkeypatch):
 
 
 @pytest.mark.teacher
+@pytest.mark.slow
 def test_fetch_repairs_a_damaged_copy(teacher_dir, tmp_path):
     out = tmp_path / "teacher"
     shutil.copytree(teacher_dir, out)
