@@ -90,9 +90,9 @@ def numerical_vjp(f, x, dout, h=1e-5, indices=None):
     for n, i in enumerate(which):
         old = flat[i]
         flat[i] = old + h
-        plus = _copy(f(x))              # a copy: f may return a view of x (e.g. a reshape)
+        plus = _copy(f(x))              # copies: f may return a view of x (e.g. a reshape)
         flat[i] = old - h
-        minus = f(x)
+        minus = _copy(f(x))
         flat[i] = old
         grad[n] = _projected_difference(plus, minus, dout) / (2 * h)
     return grad.reshape(x.shape) if indices is None else grad
