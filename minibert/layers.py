@@ -148,8 +148,12 @@ def embedding_backward(dout, cache):
     H = dout.shape[-1]
     dtable = np.zeros((V, H), dtype=dout.dtype)     # (V, H)
     # np.add.at, unlike dtable[ids] += dout, adds once per occurrence (repeated ids accumulate).
-    # It is unbuffered-fast for this pattern on NumPy >= 2 (see tests/test_layers.py for timings).
-    np.add.at(dtable, ids.reshape(-1), dout.reshape(-1, H))   # (V, H) += scatter (B*T, H)
+    # It is fastest on flat 1-D indices: entry (id, h) of the table is element id*H + h of its
+    # ravel. Measured for 2048 ids (Zipf-distributed, like text) into 30522x384 float32:
+    # 1-D add.at 12 ms, 2-D add.at 60 ms, sort + add.reduceat 16 ms, unique + bincount 17 ms;
+    # for 16384 ids: 53, 195, 63, 82 ms. (About 7 ms of each is the kernel zeroing dtable's pages.)
+    flat = ids.reshape(-1, 1).astype(np.intp) * H + np.arange(H)   # (B*T, H) indices into the ravel
+    np.add.at(dtable.reshape(-1), flat.reshape(-1), dout.reshape(-1))   # (V*H,) += (B*T*H,)
     return dtable
 
 
@@ -223,14 +227,14 @@ def layernorm_backward(dy, cache):
 # erf and the exact GELU
 #
 # NumPy has no erf, so we build one. For z = |x| >= 0 write
-#     erfc(z) = exp(-z^2) * (1 - u * R(u)),     u = 2 p z / (1 + p z)  in [0, 2),
+#     erfc(z) = exp(-z^2) * (1 - u * R(u)),     u = 2 p z / (1 + p z) = 2 / (1 + 1/(p z))  in [0, 2],
 # where R is a smooth function of u, approximated by a polynomial. The coefficients below are a
 # weighted least-squares fit (Chebyshev nodes in u, reweighted towards equal ripple) of
 # (1 - exp(z^2) erfc(z)) / u, computed once against 40-digit values; the weight exp(-z^2) u makes
 # the fitted quantity the absolute error of erf. Then erf(x) = sign(x) * (1 - erfc(|x|)).
 # Max absolute error of the fit: 1.6e-9 for the float32 set, 3.7e-16 for the float64 set, so in
-# float32 the result is as good as float32 rounding allows. erf(0) == 0 exactly (u = 0 there),
-# erf(+-inf) == +-1 (u = 2, exp(-inf) = 0), NaN stays NaN.
+# float32 the result is as good as float32 rounding (and NumPy's float32 exp) allows: 1.3e-7.
+# erf(0) == 0 exactly (u = 0 there), erf(+-inf) == +-1 (u = 2, exp(-inf) = 0), NaN stays NaN.
 _ERF_P32, _ERF_R32 = 0.375, (
     1.5045053958892822, -1.0255191326141357, 0.38140010833740234, -0.05049240216612816,
     -0.013635626994073391, 0.0046703508123755455)
@@ -240,44 +244,76 @@ _ERF_P64, _ERF_R64 = 0.3125, (
     0.0002694932906722717, 3.827431303984888e-05, -1.4689189344657752e-05, -7.955218353298451e-06,
     2.4530040954360405e-06)
 
+# erf takes ~20 elementwise passes. Run on whole (B,T,I) arrays, each pass streams megabytes
+# through memory and every temporary is a fresh allocation; run on blocks of 64K elements, the
+# block and its two scratch buffers (256 KB each in float32) stay in the CPU cache. Measured on
+# (2048, 1536) float32: ~1.5x faster.
+_BLOCK = 1 << 16
 
-def erf(x):
-    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, elementwise.
 
-    Accurate to 1e-7 absolute against math.erf everywhere (float32 is limited by its own rounding,
-    float64 is within a few 1e-16). Float input keeps its dtype; other input is computed in float64.
-    Inputs: x, array of any shape. Returns: an array of the same shape and dtype, fresh.
+def _erf_block(x, scale, out, u, e, p, coeffs, dt):
+    """erf(z) into out and exp(-z^2) into e, z = scale * x (scale > 0), for 1-D blocks of one length;
+    u is scratch."""
+    np.multiply(x, dt(scale), out=u)
+    np.abs(u, out=u)                                       # |z|
+    np.square(u, out=e)
+    np.exp(np.negative(e, out=e), out=e)                   # exp(-z^2)
+    u *= dt(p)                                             # p z
+    np.reciprocal(u, out=u)                                # 1 / (p z): inf at z = 0, 0 at z = inf
+    u += dt(1)
+    np.divide(dt(2), u, out=u)                             # u = 2 / (1 + 1/(p z)) in [0, 2]
+    np.multiply(u, dt(coeffs[-1]), out=out)                # Horner: R(u)
+    for c in coeffs[-2:0:-1]:
+        out += dt(c)
+        out *= u
+    out += dt(coeffs[0])
+    out *= u                                               # u R(u)
+    out *= e
+    np.subtract(dt(1), e, out=u)                           # 1 - exp(-z^2), exact while |z| < 0.83
+    out += u                                               # erf(|z|) = 1 - exp(-z^2) (1 - u R(u))
+    np.copysign(out, x, out=out)                           # erf is odd (and z has the sign of x)
+
+
+def erf_and_gaussian(x, scale=1.0, gaussian=True):
+    """erf(z) for z = scale * x and, for free, exp(-z^2) (which erf computes on the way).
+
+    GELU needs erf(x / sqrt 2) forward and also exp(-x^2 / 2) backward: one call gives both.
+    Inputs: x, array of any shape (float input keeps its dtype, other input becomes float64);
+            scale > 0; gaussian: False skips the second result.
+    Returns a tuple of fresh arrays of x's shape: erf(z), exp(-z^2) (or None).
     """
     x = np.asarray(x)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
-    if x.ndim == 0:
-        return erf(x[None])[0]
-    if x.dtype.itemsize <= 4:
-        p, coeffs = _ERF_P32, _ERF_R32
-        if x.dtype != np.float32:                          # float16: compute in float32
-            return erf(x.astype(np.float32)).astype(x.dtype)
-    else:
-        p, coeffs = _ERF_P64, _ERF_R64
+    if not scale > 0:
+        raise ValueError(f"scale: expected a positive number, got {scale}")
+    if x.dtype.itemsize < 4:                               # float16: compute in float32
+        y, g = erf_and_gaussian(x.astype(np.float32), scale, gaussian)
+        return y.astype(x.dtype), None if g is None else g.astype(x.dtype)
+    p, coeffs = (_ERF_P32, _ERF_R32) if x.dtype.itemsize == 4 else (_ERF_P64, _ERF_R64)
     dt = x.dtype.type
-    u = np.abs(x)                                          # z = |x|
-    np.minimum(u, dt(30), out=u)                           # erf(30) == 1 to any precision; no inf
-    e = np.square(u)
-    np.exp(np.negative(e, out=e), out=e)                   # exp(-z^2)
-    u *= dt(p)                                             # p z
-    r = u + dt(1)                                          # 1 + p z
-    u += u
-    u /= r                                                 # u = 2 p z / (1 + p z)
-    np.multiply(u, dt(coeffs[-1]), out=r)                  # Horner: R(u)
-    for c in coeffs[-2:0:-1]:
-        r += dt(c)
-        r *= u
-    r += dt(coeffs[0])
-    r *= u                                                 # u R(u)
-    r *= e
-    np.subtract(dt(1), e, out=e)                           # 1 - exp(-z^2), exact while z < 0.83
-    r += e                                                 # erf(z) = 1 - exp(-z^2) (1 - u R(u))
-    return np.copysign(r, x, out=r)                        # erf is odd
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    gauss = np.empty_like(flat) if gaussian else None
+    n = min(_BLOCK, flat.size)
+    u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
+    with np.errstate(divide="ignore", over="ignore"):      # 1/0 = inf and inf^2 are intended
+        for i in range(0, flat.size, _BLOCK):
+            j = min(i + _BLOCK, flat.size)
+            eb = gauss[i:j] if gaussian else e[:j - i]
+            _erf_block(flat[i:j], scale, out[i:j], u[:j - i], eb, p, coeffs, dt)
+    return out.reshape(x.shape), None if gauss is None else gauss.reshape(x.shape)
+
+
+def erf(x):
+    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, elementwise.
+
+    Accurate to 1e-7 absolute against math.erf everywhere (float32: 1.3e-7, about 2 float32 ulps;
+    float64: 4e-16). Float input keeps its dtype; other input is computed in float64.
+    Inputs: x, array of any shape. Returns: an array of the same shape and dtype, fresh.
+    """
+    y = erf_and_gaussian(x, gaussian=False)[0]
+    return y if np.ndim(x) else y[()]
 
 
 class GeluCache(NamedTuple):
@@ -295,7 +331,7 @@ def gelu_forward(x):
     """
     x = check_float("x", x)
     dt = x.dtype.type
-    y = erf(x * dt(_SQRT_HALF))          # (N...) erf(x / sqrt 2)
+    y, _ = erf_and_gaussian(x, _SQRT_HALF, gaussian=False)   # (N...) erf(x / sqrt 2)
     y += dt(1)
     y *= x
     y *= dt(0.5)
@@ -312,16 +348,13 @@ def gelu_backward(dy, cache):
     check_dout("dy", dy, x.shape)
     # BEGIN EXERCISE gelu_backward
     dt = x.dtype.type
-    cdf = erf(x * dt(_SQRT_HALF))        # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
+    cdf, pdf = erf_and_gaussian(x, _SQRT_HALF)        # erf(x / sqrt 2), exp(-x^2 / 2)
     cdf += dt(1)
-    cdf *= dt(0.5)
-    pdf = np.square(x)                   # phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-    pdf *= dt(-0.5)
-    np.exp(pdf, out=pdf)
-    pdf *= dt(_INV_SQRT_2PI)
+    cdf *= dt(0.5)                       # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
+    pdf *= dt(_INV_SQRT_2PI)             # phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
     pdf *= x                             # x * phi(x)
-    pdf += cdf                           # d gelu / dx = Phi(x) + x * phi(x)
-    dx = pdf
+    dx = cdf
+    dx += pdf                            # d gelu / dx = Phi(x) + x * phi(x)
     dx *= dy
     # END EXERCISE gelu_backward
     return dx
