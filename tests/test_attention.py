@@ -200,6 +200,9 @@ def test_bad_input_raises_value_errors_naming_argument_and_shapes():
         attention_forward(x, **{**p, "b_o": np.zeros(3 * H)}, bias=bias, n_heads=NH)
     with pytest.raises(ValueError, match=r"bias: expected shape \(B, 1, 1, T\) = \(3, 1, 1, 5\) .* got \(3, 5\)"):
         attention_forward(x, **p, bias=bias[:, 0, 0], n_heads=NH)
+    wrong_length_mask = np.ones((B, T + 1), dtype=np.int64)          # mask for 6 tokens, x has 5
+    with pytest.raises(ValueError, match=r"bias: expected shape \(B, 1, 1, T\) = \(3, 1, 1, 5\) .* got \(3, 1, 1, 6\)"):
+        attention_forward(x, **p, bias=mask_to_bias(wrong_length_mask, np.float64), n_heads=NH)
     with pytest.raises(ValueError, match=r"n_heads: expected a positive divisor of H = 8"):
         attention_forward(x, **p, bias=bias, n_heads=3)
     with pytest.raises(ValueError, match=r"x: expected 3 axes, got shape \(5, 8\)"):
