@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+
 import subprocess
 import sys
 import tempfile

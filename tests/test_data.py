@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from minibert import data
-from minibert.data import DataError, load_dataset, repair_text, stratified_split
+from minibert.data import DataError, load_dataset, stratified_split
+from minibert.mojibake import repair_text
 
 
 def _write(path, text, encoding="utf-8"):
