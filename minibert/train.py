@@ -450,16 +450,19 @@ def make_eval_fn(config, dev: EncodedSplit, batch_size: int) -> Callable:
 
 
 def with_fresh_head(params: dict, config, labels: list[str], rng: np.random.Generator):
-    """A copy of (params, config) with a new classifier for `labels`: classifier.W ~ N(0, 0.02),
-    b = 0. An old head and an MLM head are dropped (fine-tuning trains neither)."""
+    """A copy of (params, config) with a new classifier for `labels`: classifier.W ~
+    N(0, initializer_range), classifier.b = 0 (as BERT initialises it). An old head and an MLM
+    head are dropped (fine-tuning trains neither). Returns (params, config)."""
     import dataclasses
-    from minibert.model import init_params, param_shapes
+    from minibert.model import param_shapes
     new_config = dataclasses.replace(config, num_labels=len(labels), labels=list(labels),
                                      mlm_head=False)
-    fresh = init_params(new_config, rng, dtype=next(iter(params.values())).dtype)
-    new_params = {}
-    for name in param_shapes(new_config):
-        new_params[name] = fresh[name] if name.startswith("classifier.") else params[name]
+    dtype = params["embeddings.word"].dtype
+    shapes = param_shapes(new_config)
+    new_params = {name: params[name] for name in shapes if not name.startswith("classifier.")}
+    W = rng.normal(0.0, config.initializer_range, size=shapes["classifier.W"])    # (H, C)
+    new_params["classifier.W"] = W.astype(dtype)
+    new_params["classifier.b"] = np.zeros(shapes["classifier.b"], dtype=dtype)    # (C,)
     return new_params, new_config
 
 

@@ -115,3 +115,14 @@ def test_predict_refuses_an_empty_text(tiny):
             model = str(tiny["model"])
             text = ["fine", "  "]
         cli_predict(A)
+
+
+def test_accuracy_vs_latency_plot_writes_a_png(tmp_path):
+    from minibert.plots import plot_accuracy_vs_latency
+    path = tmp_path / "scatter.png"
+    plot_accuracy_vs_latency([{"name": "teacher", "ms_per_example": 4.0, "accuracy": 0.8,
+                               "params": 22_000_000},
+                              {"name": "student", "ms_per_example": 1.5, "accuracy": 0.75,
+                               "params": 8_000_000}], path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*"))                # the temporary file was renamed

@@ -228,7 +228,10 @@ def test_on_best_sees_the_best_epoch_only_when_it_improves(tmp_path):
 def tiny_task(tmp_path_factory):
     from tiny import make_tiny_model_dir, write_tiny_dataset
     root = tmp_path_factory.mktemp("finetune")
-    return {"model": make_tiny_model_dir(root / "teacher"),
+    # pooler=False: a randomly initialised tanh pooler (weights ~0.02) in front of a random head
+    # leaves some seeds on the 0.69 plateau for many epochs; without it 24/24 seeds reach 1.0
+    # dev accuracy within 3 epochs, so the test checks the loop, not the luck of a seed.
+    return {"model": make_tiny_model_dir(root / "teacher", pooler=False),
             "data": write_tiny_dataset(root / "d.csv", n=400), "root": root}
 
 
