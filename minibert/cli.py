@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="classroom-sized run (about 3 minutes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep", action="store_true",
+                   help="student temperature x alpha sweep (reuses the fine-tuned teacher)")
     p.set_defaults(handler="minibert.demo:cli_demo")
 
     p = sub.add_parser("exercises", help="classroom exercises: list, init a workspace, check")

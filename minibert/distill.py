@@ -364,15 +364,25 @@ class TeacherCache:
     """
 
     def __init__(self, params: dict, config: BertConfig, split, settings: DistillSettings,
-                 batch_size: int = 64, max_mb: float = TEACHER_CACHE_MB, progress: bool = False):
+                 batch_size: int = 64, max_mb: float = TEACHER_CACHE_MB, progress: bool = False,
+                 logits: np.ndarray | None = None):
+        """logits: the (N, C) logits from an earlier run (e.g. saved by the demo); with them
+        and no intermediate losses, the teacher does not run at all."""
         from minibert.train import make_batch, sorted_batches
         self.params, self.config, self.settings = params, config, settings
         n, tmax = split.ids.shape
         self.cache_bytes = intermediate_cache_bytes(split, config, settings)
         self.intermediate = settings.needs_hidden or settings.needs_scores
         self.stored = self.intermediate and self.cache_bytes <= max_mb * 2**20
-        self.logits = np.zeros((n, config.num_labels), dtype=np.float32)      # (N,C)
         self.hidden = self.scores = None
+        if logits is not None:
+            if logits.shape != (n, config.num_labels):
+                raise ValueError(f"logits: expected shape {(n, config.num_labels)} (N, C), "
+                                 f"got {logits.shape}")
+            self.logits = np.asarray(logits, dtype=np.float32)
+            if not self.stored:
+                return                       # logits known; intermediate outputs per batch
+        self.logits = np.zeros((n, config.num_labels), dtype=np.float32)      # (N,C)
         if self.stored and settings.needs_hidden:
             self.hidden = [np.zeros((n, tmax, config.hidden_size), np.float32)
                            for _ in settings.layer_map]                        # (N,Tmax,Ht) each

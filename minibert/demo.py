@@ -1,0 +1,404 @@
+"""`minibert demo`: the main job, end to end on the default data.
+
+    fetch + convert the teacher (all-MiniLM-L6-v2)  ->  load the default tweets
+    ->  fine-tune the teacher  ->  cache its logits on the transfer set (once)
+    ->  distil a 2-layer student (alpha*CE + (1-alpha)*T^2*KL)
+    ->  train the SAME student (same init, same data, same steps) on hard labels only (alpha=1)
+    ->  one table on the test split: accuracy, macro-F1, params, ms/example, speed-up
+    ->  results.json / results.md, training_curves.png, accuracy_vs_speed.png under --out
+
+Sizes. A 6-layer teacher fine-tunes at roughly 30 examples/s on an idle 2-core CPU in NumPy
+(forward + backward, T ~ 35 tokens), its forward alone runs ~3x faster and the 2-layer
+student's training step ~3x faster than the teacher's. So the teacher is fine-tuned on a
+stratified subset (TEACHER_TRAIN examples), and the students learn from a larger transfer set
+(STUDENT_TRAIN examples, a superset) on which the teacher's logits cost one forward pass.
+The hard-label control sees the same transfer set with its gold labels. `--quick` shrinks
+everything for a classroom run. The subsets are drawn with a fixed data seed (0), so the
+seeds (`--seed N`) vary only the training randomness (head init, shuffling, dropout).
+
+Re-running in the same --out reuses the fine-tuned teacher and its cached logits when they
+were made with the same settings; `--sweep` (temperature x alpha) reuses them too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from minibert.errors import MinibertError
+
+
+class DemoSizes(NamedTuple):
+    teacher_train: int        # examples the teacher is fine-tuned on
+    student_train: int        # transfer set (superset of the teacher's) for both students
+    dev: int                  # dev examples for picking each run's best epoch
+    test: int | None          # test examples for the final table (None = the whole split)
+    max_length: int
+    teacher_epochs: int
+    student_epochs: int
+    batch_size: int
+    teacher_lr: float
+    student_lr: float
+
+
+FULL = DemoSizes(teacher_train=2000, student_train=4000, dev=400, test=None, max_length=64,
+                 teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
+                 student_lr=2e-4)
+QUICK = DemoSizes(teacher_train=500, student_train=1000, dev=200, test=600, max_length=48,
+                  teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
+                  student_lr=2e-4)
+STUDENT_LAYERS = 2
+ALPHA, TEMPERATURE = 0.5, 2.0              # the KD student's loss
+SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+SWEEP_ALPHAS = (0.1, 0.5, 0.9)
+DATA_SEED = 0                              # fixed subsets; --seed varies training only
+
+
+# ----------------------------------------------------------------------------- data
+
+class DemoData(NamedTuple):
+    labels: list
+    teacher_train: object     # train.EncodedSplit
+    student_train: object
+    dev: object
+    test: object
+    info: dict
+
+
+def subsample(examples: list, n: int | None, rng: np.random.Generator) -> list:
+    """A stratified subset of n examples (all when n is None or too big), order kept."""
+    from minibert.data import stratified_subsample
+    if n is None or n >= len(examples):
+        return list(examples)
+    keep = stratified_subsample([e.label for e in examples], n, rng)
+    return [examples[i] for i in keep]
+
+
+def prepare_data(dataset, tokenizer, sizes: DemoSizes) -> DemoData:
+    """Stratified subsets (fixed DATA_SEED) of a data.Dataset, tokenised once.
+    The teacher's training examples are a subset of the students' transfer set."""
+    from minibert.train import encode_examples
+    student = subsample(dataset.train, sizes.student_train, np.random.default_rng([DATA_SEED, 0]))
+    teacher = subsample(student, sizes.teacher_train, np.random.default_rng([DATA_SEED, 1]))
+    dev = subsample(dataset.dev, sizes.dev, np.random.default_rng([DATA_SEED, 2]))
+    test = subsample(dataset.test, sizes.test, np.random.default_rng([DATA_SEED, 3]))
+    enc = {name: encode_examples(tokenizer, ex, sizes.max_length)
+           for name, ex in (("teacher", teacher), ("student", student), ("dev", dev),
+                            ("test", test))}
+    info = {"dataset": dataset.name, "labels": list(dataset.labels),
+            "available": {"train": len(dataset.train), "dev": len(dataset.dev),
+                          "test": len(dataset.test)},
+            "used": {"teacher_train": len(teacher), "student_train": len(student),
+                     "dev": len(dev), "test": len(test)},
+            "max_length": sizes.max_length, "data_seed": DATA_SEED}
+    return DemoData(list(dataset.labels), enc["teacher"], enc["student"], enc["dev"],
+                    enc["test"], info)
+
+
+# ----------------------------------------------------------------------------- the teacher
+
+def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out_dir: Path,
+                     progress: bool = True):
+    """Fine-tune the pre-trained teacher (a fresh head) with train.fit; out_dir receives the
+    best-dev model and head.json. Reused when out_dir already holds a teacher fine-tuned with
+    the same settings (demo_teacher.json). Returns (params, config, info dict)."""
+    from minibert.train import (TrainConfig, fit, make_classify_step, make_eval_fn,
+                                train_batches, with_fresh_head, write_head_record)
+    from minibert.weights import load_model, save_model
+    teacher_sizes = {k: v for k, v in sizes._asdict().items()
+                     if k not in ("student_epochs", "student_lr", "test")}
+    key = {"model": str(model_dir), "sizes": teacher_sizes, "seed": seed, "data": data.info}
+    marker = out_dir / "demo_teacher.json"
+    if marker.is_file() and (out_dir / "head.json").is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("key") == json.loads(json.dumps(key)):
+            params, config = load_model(out_dir)
+            print(f"reusing the fine-tuned teacher in {out_dir}")
+            return params, config, saved["info"]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)                      # a stale demo teacher (other settings)
+    params, config = load_model(model_dir)
+    params, config = with_fresh_head(params, config, data.labels,
+                                     np.random.default_rng([seed, 7919]))
+    tcfg = TrainConfig(epochs=sizes.teacher_epochs, lr=sizes.teacher_lr,
+                       batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
+                       progress=progress)
+    keys = list(params)
+
+    def on_best(p, epoch, metrics):
+        save_model(out_dir, {k: p[k] for k in keys}, config, tokenizer_dir=model_dir)
+        write_head_record(out_dir, "default (demo subset)", data.labels, metrics["accuracy"],
+                          epoch)
+
+    t0 = time.perf_counter()
+    res = fit(params, make_classify_step(config),
+              lambda epoch, rng: train_batches(data.teacher_train, tcfg.batch_size, rng),
+              make_eval_fn(config, data.dev, tcfg.batch_size), out_dir, tcfg,
+              run_config={"command": "demo-teacher", **key}, on_best=on_best)
+    info = {"time_s": time.perf_counter() - t0, "best_epoch": res.best_epoch,
+            "dev": res.best_metrics, "history": res.history, "step_losses": res.step_losses,
+            "examples_per_s": float(np.mean([h["examples_per_s"] for h in res.history]))}
+    (out_dir / "checkpoint.safetensors").unlink(missing_ok=True)   # 3x the model: not needed
+    marker.write_text(json.dumps({"key": key, "info": info}, default=str) + "\n")
+    params, config = load_model(out_dir)                           # the best epoch
+    return params, config, info
+
+
+def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: int):
+    """distill.TeacherCache on the transfer set, with its logits saved in out_dir
+    (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches."""
+    from minibert.distill import DistillSettings, TeacherCache, uniform_layer_map
+    settings = DistillSettings(layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
+                                                                 config.num_layers)))
+    npy, meta = out_dir / "teacher_logits.npy", out_dir / "teacher_logits.json"
+    key = json.loads(json.dumps(key, default=str))
+    if npy.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+        logits = np.load(npy)
+        if logits.shape == (len(split.labels), config.num_labels):
+            print(f"reusing cached teacher logits {npy} {logits.shape}")
+            return TeacherCache(params, config, split, settings, logits=logits), 0.0
+    t0 = time.perf_counter()
+    cache = TeacherCache(params, config, split, settings, batch_size=64, progress=True)
+    elapsed = time.perf_counter() - t0
+    np.save(npy, cache.logits)
+    meta.write_text(json.dumps({"key": key, "time_s": elapsed}) + "\n")
+    return cache, elapsed
+
+
+# ----------------------------------------------------------------------------- the students
+
+def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoData,
+                sizes: DemoSizes, seed: int, alpha: float, temperature: float, out_dir: Path,
+                progress: bool = True) -> dict:
+    """Train one 2-layer student (uniform init from the teacher; the init depends on the
+    seed only, so every student of a demo starts identical) and return a summary dict with
+    its params, config and fit history."""
+    from minibert.distill import (DistillSettings, default_init_layers, student_config,
+                                  train_student, uniform_layer_map)
+    from minibert.train import TrainConfig
+    config = student_config(teacher_config, STUDENT_LAYERS)
+    init_layers = default_init_layers(STUDENT_LAYERS, teacher_config.num_layers)
+    settings = DistillSettings(alpha, temperature,
+                               layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
+                                                                 teacher_config.num_layers)))
+    tcfg = TrainConfig(epochs=sizes.student_epochs, lr=sizes.student_lr,
+                       batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
+                       progress=progress)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)                      # the demo's own previous student
+    t0 = time.perf_counter()
+    run = train_student(teacher_params, teacher_config, config, init_layers, settings, teacher,
+                        data.student_train, data.dev, out_dir, tcfg,
+                        run_config={"command": f"demo-{name}", "alpha": alpha,
+                                    "temperature": temperature, "init_layers": init_layers},
+                        head_record={"data": "default (demo subset)"})
+    (out_dir / "checkpoint.safetensors").unlink(missing_ok=True)
+    return {"name": name, "params": run.params, "config": config, "alpha": alpha,
+            "temperature": temperature, "init_layers": init_layers,
+            "time_s": time.perf_counter() - t0, "best_epoch": run.fit.best_epoch,
+            "dev": run.fit.best_metrics, "history": run.fit.history,
+            "step_losses": run.fit.step_losses}
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_curves(runs: list[dict], path) -> None:
+    """Training loss (running mean over steps, per run) and dev accuracy per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from minibert.plots import running_mean
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, r in enumerate(runs):
+        losses = r["step_losses"]
+        if losses:
+            steps_per_epoch = len(losses) / max(1, len(r["history"]))
+            x = np.arange(1, len(losses) + 1) / steps_per_epoch             # in epochs
+            ax_loss.plot(x, running_mean(losses, max(1, len(losses) // 25)), color=f"C{i}",
+                         label=r["name"])
+        ax_dev.plot([h["epoch"] for h in r["history"]],
+                    [h["dev"]["accuracy"] for h in r["history"]], "o-", color=f"C{i}",
+                    label=r["name"])
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (running mean; KD loss is not CE)")
+    ax_dev.set_xlabel("epoch")
+    ax_dev.set_ylabel("dev accuracy")
+    for ax in (ax_loss, ax_dev):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("minibert demo: teacher fine-tuning and student training")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: DemoSizes,
+              seed: int, out: Path, temperatures=None, alphas=None,
+              progress: bool = False) -> list[dict]:
+    """Temperature x alpha for the 2-layer student (same init, data and budget; the teacher's
+    cached logits are reused by every run). Writes sweep.json, sweep.md and sweep.png into
+    out/sweep. Returns one row per setting with dev and test accuracy / macro-F1."""
+    from minibert.evaluate import classification_metrics, predict_logits
+    temperatures = SWEEP_TEMPERATURES if temperatures is None else temperatures
+    alphas = SWEEP_ALPHAS if alphas is None else alphas
+    sweep_dir = out / "sweep"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for T in temperatures:
+        for a in alphas:
+            r = student_run(f"T{T:g}_a{a:g}", teacher_params, teacher_config, teacher, data,
+                            sizes, seed, a, T, sweep_dir / f"T{T:g}_a{a:g}", progress=progress)
+            pred = predict_logits(r["params"], r["config"], data.test).argmax(axis=1)
+            m = classification_metrics(data.test.labels, pred, r["config"].num_labels)
+            rows.append({"temperature": T, "alpha": a, "dev_accuracy": r["dev"]["accuracy"],
+                         "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
+                         "time_s": r["time_s"]})
+            print(f"sweep T={T:g} alpha={a:g}: dev acc {rows[-1]['dev_accuracy']:.4f}, test acc "
+                  f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({r['time_s']:.0f} s)",
+                  flush=True)
+            shutil.rmtree(sweep_dir / f"T{T:g}_a{a:g}")             # keep only the table
+    (sweep_dir / "sweep.json").write_text(json.dumps({"seed": seed, "sizes": sizes._asdict(),
+                                                      "rows": rows}, indent=2) + "\n")
+    lines = ["| T \\ alpha | " + " | ".join(f"{a:g}" for a in alphas) + " |",
+             "|---|" + "---:|" * len(alphas)]
+    for T in temperatures:
+        cells = [next(r for r in rows if r["temperature"] == T and r["alpha"] == a)
+                 for a in alphas]
+        lines.append(f"| T={T:g} | " + " | ".join(
+            f"{c['test_accuracy']:.4f} (F1 {c['test_macro_f1']:.3f})" for c in cells) + " |")
+    table = ("Student test accuracy (macro-F1) by temperature and alpha (weight of the hard "
+             f"CE), seed {seed}\n\n" + "\n".join(lines))
+    (sweep_dir / "sweep.md").write_text(table + "\n")
+    _plot_sweep(rows, temperatures, alphas, sweep_dir / "sweep.png")
+    print(table)
+    return rows
+
+
+def _plot_sweep(rows, temperatures, alphas, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, a in enumerate(alphas):
+        acc = [next(r["test_accuracy"] for r in rows
+                    if r["temperature"] == T and r["alpha"] == a) for T in temperatures]
+        ax.plot(temperatures, acc, "o-", color=f"C{i}", label=f"alpha = {a:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(temperatures))
+    ax.set_xticklabels([f"{T:g}" for T in temperatures])
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("student test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("distillation sweep: temperature x alpha")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the command
+
+def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
+             teacher_dir="weights/minilm-l6", dataset=None, sizes: DemoSizes | None = None,
+             progress: bool = True) -> dict:
+    """The whole demo (see the module docstring). `dataset` / `sizes` / `teacher_dir` let the
+    tests run it on a tiny model and dataset. Returns the results dict (also results.json)."""
+    from minibert.data import load_dataset
+    from minibert.distill import compare_models, format_table
+    from minibert.plots import plot_accuracy_vs_latency
+    from minibert.tokenizer import Tokenizer
+    from minibert.weights import fetch_teacher
+    t_start = time.perf_counter()
+    sizes = sizes or (QUICK if quick else FULL)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    t0 = time.perf_counter()
+    teacher_dir = fetch_teacher(teacher_dir) if dataset is None else Path(teacher_dir)
+    dataset = dataset if dataset is not None else load_dataset("default")
+    tokenizer = Tokenizer.from_dir(teacher_dir)
+    data = prepare_data(dataset, tokenizer, sizes)
+    timings["fetch_and_data_s"] = time.perf_counter() - t0
+    u = data.info["used"]
+    print(f"demo ({'quick' if quick else 'full'}, seed {seed}): {dataset.name}, labels "
+          f"{data.labels}; teacher fine-tuned on {u['teacher_train']} examples x "
+          f"{sizes.teacher_epochs} epochs; students trained on {u['student_train']} examples x "
+          f"{sizes.student_epochs} epochs; dev {u['dev']}, test {u['test']} examples "
+          f"(of {data.info['available']['test']}); max_length {sizes.max_length}, batch "
+          f"{sizes.batch_size}", flush=True)
+
+    t0 = time.perf_counter()
+    tparams, tconfig, tinfo = finetune_teacher(teacher_dir, data, sizes, seed, out / "teacher",
+                                               progress=progress)
+    timings["teacher_finetune_s"] = time.perf_counter() - t0
+    teacher, timings["teacher_logits_s"] = cached_teacher(
+        tparams, tconfig, data.student_train, out,
+        {"teacher": json.load(open(out / "teacher" / "demo_teacher.json"))["key"],
+         "n": len(data.student_train.labels)}, sizes.batch_size)
+    print(teacher.describe())
+
+    runs = {}
+    if not sweep:
+        for name, alpha in (("student KD", ALPHA), ("student hard-only", 1.0)):
+            print(f"--- {name}: alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher layers "
+                  f"(uniform), seed {seed}", flush=True)
+            t0 = time.perf_counter()
+            runs[name] = student_run(name, tparams, tconfig, teacher, data, sizes, seed, alpha,
+                                     TEMPERATURE, out / name.replace(" ", "_"), progress)
+            timings[name.replace(" ", "_") + "_s"] = time.perf_counter() - t0
+    else:
+        t0 = time.perf_counter()
+        sweep_rows = run_sweep(tparams, tconfig, teacher, data, sizes, seed, out)
+        timings["sweep_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        return {"sweep": sweep_rows, "timings_s": timings}
+
+    t0 = time.perf_counter()
+    models = [("teacher", tparams, tconfig)] + [(n, r["params"], r["config"])
+                                                for n, r in runs.items()]
+    rows = compare_models(models, data.test, sizes.batch_size)
+    timings["evaluation_s"] = time.perf_counter() - t0
+    table = format_table(rows, title=f"{dataset.name} test split ({rows[0]['n']} examples), "
+                                     f"seed {seed}")
+    kd, hard, t_row = rows[1], rows[2], rows[0]
+    verdict = {"kd_over_teacher_accuracy": kd["accuracy"] / t_row["accuracy"],
+               "kd_minus_hard_accuracy": kd["accuracy"] - hard["accuracy"],
+               "kd_keeps_97_percent": kd["accuracy"] >= 0.97 * t_row["accuracy"],
+               "kd_beats_hard_only": kd["accuracy"] > hard["accuracy"]}
+    timings["total_s"] = time.perf_counter() - t_start
+
+    curves = [{"name": "teacher (fine-tuning)", "history": tinfo["history"],
+               "step_losses": tinfo["step_losses"]}]
+    curves += [{"name": n, "history": r["history"], "step_losses": r["step_losses"]}
+               for n, r in runs.items()]
+    plot_curves(curves, out / "training_curves.png")
+    plot_accuracy_vs_latency([{"name": r["name"], "ms_per_example": r["ms_per_example"],
+                               "accuracy": r["accuracy"], "params": r["params"]} for r in rows],
+                             out / "accuracy_vs_speed.png",
+                             title="test accuracy vs latency (marker size = parameters)")
+    results = {"seed": seed, "quick": quick, "sizes": sizes._asdict(), "data": data.info,
+               "student": {"layers": STUDENT_LAYERS, "init_layers": runs["student KD"]["init_layers"],
+                           "alpha": ALPHA, "temperature": TEMPERATURE},
+               "rows": rows, "verdict": verdict, "timings_s": timings,
+               "dev": {"teacher": tinfo["dev"], **{n: r["dev"] for n, r in runs.items()}}}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"KD student keeps {100 * verdict['kd_over_teacher_accuracy']:.1f}% of the teacher's "
+          f"test accuracy; KD - hard-only = {100 * verdict['kd_minus_hard_accuracy']:+.2f} points")
+    print("time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items()))
+    print(f"results, plots and models in {out}")
+    return results
+
+
+def cli_demo(args) -> int:
+    if getattr(args, "seed", 0) < 0:
+        raise MinibertError(f"--seed must be >= 0, got {args.seed}")
+    run_demo(args.out, quick=args.quick, seed=args.seed, sweep=getattr(args, "sweep", False))
+    return 0

@@ -1,0 +1,120 @@
+"""`minibert demo` end to end on the tiny model and dataset (seconds, not minutes): the table,
+the files it writes, the teacher's logits computed once and reused, the same init for both
+students, and the temperature x alpha sweep."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from minibert import demo, distill
+from minibert.data import load_dataset
+from tiny import make_tiny_model_dir, write_tiny_dataset
+
+TINY = demo.DemoSizes(teacher_train=200, student_train=240, dev=40, test=None, max_length=16,
+                      teacher_epochs=4, student_epochs=2, batch_size=16, teacher_lr=5e-3,
+                      student_lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    dataset = load_dataset(f"csv:{write_tiny_dataset(root / 'd.csv', n=300, num_classes=2)}")
+    teacher = make_tiny_model_dir(root / "pretrained", num_layers=4)   # no head, like MiniLM
+    return root, dataset, teacher
+
+
+def _count_teacher_forwards(monkeypatch):
+    calls = []
+    real = distill.teacher_forward
+    monkeypatch.setattr(distill, "teacher_forward",
+                        lambda *a: calls.append(a[2].ids.shape[0]) or real(*a))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_setup):
+    """One demo run on tiny data (the other tests reuse its fine-tuned teacher and logits)."""
+    import contextlib
+    import io
+    root, dataset, teacher = tiny_setup
+    out = root / "run"
+    calls = []
+    real = distill.teacher_forward
+    distill.teacher_forward = lambda *a: calls.append(a[2].ids.shape[0]) or real(*a)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            res = demo.run_demo(out, seed=0, teacher_dir=teacher, dataset=dataset, sizes=TINY,
+                                progress=False)
+    finally:
+        distill.teacher_forward = real
+    return out, res, calls, buf.getvalue()
+
+
+def test_demo_end_to_end_on_tiny_data(tiny_setup, first_run):
+    _, dataset, _ = tiny_setup
+    out, res, calls, text = first_run
+    names = [r["name"] for r in res["rows"]]
+    assert names == ["teacher", "student KD", "student hard-only"]
+    teacher_row, kd, hard = res["rows"]
+    assert teacher_row["n"] == len(dataset.test)                    # the whole test split
+    assert kd["params"] == hard["params"] < teacher_row["params"]
+    assert teacher_row["speedup"] == 1.0
+    assert teacher_row["accuracy"] >= 0.8                           # the tiny task is learnable
+    assert "| student KD |" in text and "| student hard-only |" in text
+    assert "teacher fine-tuned on 200 examples x 4 epochs" in text   # sizes are printed
+    for name in ("results.json", "results.md", "training_curves.png", "accuracy_vs_speed.png",
+                 "teacher_logits.npy", "teacher/model.safetensors", "teacher/head.json",
+                 "student_KD/model.safetensors", "student_hard-only/model.safetensors"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["used"]["student_train"] == TINY.student_train
+    assert set(saved["verdict"]) >= {"kd_keeps_97_percent", "kd_beats_hard_only"}
+    assert not (out / "teacher" / "checkpoint.safetensors").exists()   # 3x the model, removed
+
+
+def test_teacher_logits_computed_once_for_both_students(first_run):
+    _, _, calls, _ = first_run
+    # one pass over the transfer set in batches of 64, shared by the KD and hard-only students
+    assert sum(calls) == TINY.student_train and len(calls) == -(-TINY.student_train // 64)
+
+
+def test_both_students_start_from_the_same_init(tiny_setup):
+    _, dataset, teacher_dir = tiny_setup
+    from minibert.weights import load_model
+    tp, tc = load_model(teacher_dir)
+    import dataclasses
+    tc = dataclasses.replace(tc, num_labels=2, labels=["negative", "positive"])
+    from minibert.model import init_params
+    tp = init_params(tc, np.random.default_rng(0))
+    sc = distill.student_config(tc, demo.STUDENT_LAYERS)
+    layers = distill.default_init_layers(demo.STUDENT_LAYERS, tc.num_layers)
+    a = distill.init_student(tp, tc, sc, layers, distill.student_init_rng(5))
+    b = distill.init_student(tp, tc, sc, layers, distill.student_init_rng(5))
+    assert layers == [1, 3]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_sweep_reuses_teacher_and_logits_and_writes_table(tiny_setup, first_run, monkeypatch,
+                                                           capsys):
+    _, dataset, teacher = tiny_setup
+    out = first_run[0]                                               # reuses teacher + logits
+    monkeypatch.setattr(demo, "SWEEP_TEMPERATURES", (1.0, 4.0))
+    monkeypatch.setattr(demo, "SWEEP_ALPHAS", (0.1, 0.9))
+    calls = _count_teacher_forwards(monkeypatch)
+    res = demo.run_demo(out, seed=0, sweep=True, teacher_dir=teacher, dataset=dataset,
+                        sizes=TINY._replace(student_epochs=1), progress=False)
+    text = capsys.readouterr().out
+    assert "reusing the fine-tuned teacher" in text and "reusing cached teacher logits" in text
+    assert calls == []                                               # no teacher forward at all
+    rows = res["sweep"]
+    assert [(r["temperature"], r["alpha"]) for r in rows] == [(1.0, 0.1), (1.0, 0.9),
+                                                             (4.0, 0.1), (4.0, 0.9)]
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
+    md = (out / "sweep" / "sweep.md").read_text()
+    assert "| T=4 |" in md and (out / "sweep" / "sweep.png").is_file()
+    assert json.loads((out / "sweep" / "sweep.json").read_text())["rows"] == rows
