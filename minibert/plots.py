@@ -43,10 +43,11 @@ def plot_training_curves(history: list, step_losses: list, path, metric: str = "
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(10, 3.8))
     steps = np.arange(1, len(step_losses) + 1)
     if len(step_losses):
-        ax_loss.plot(steps, step_losses, color="0.75", lw=0.8, label="loss per step")
+        ax_loss.plot(steps, step_losses, color="0.6", lw=0.8, label="loss per step")
         window = max(1, len(step_losses) // 50)
-        ax_loss.plot(steps, running_mean(step_losses, window), color="C0", lw=1.5,
-                     label=f"running mean ({window} steps)")
+        if window > 1:
+            ax_loss.plot(steps, running_mean(step_losses, window), color="C0", lw=1.5,
+                         label=f"running mean ({window} steps)")
     if history:
         spe = len(step_losses) / len(history) if history else 1
         ax_loss.plot([h["epoch"] * spe for h in history], [h["train_loss"] for h in history],
@@ -64,7 +65,7 @@ def plot_training_curves(history: list, step_losses: list, path, metric: str = "
     if epochs:
         ax_dev.set_xticks(epochs)
     if keys:
-        ax_dev.legend(fontsize=8)
+        ax_dev.legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
     _save(fig, path)
