@@ -122,9 +122,15 @@ def align_labels(dataset_labels, config) -> np.ndarray:
     """Map the dataset's label indices to the model's. Returns (len(dataset_labels),) int64.
 
     A model trained on ["negative", "positive"] can be evaluated on data whose labels are a
-    subset of those, in any order; a label the model does not know is an error."""
+    subset of those, in any order; a label the model does not know is an error. A head without
+    class names (config.labels None) is matched by position when the counts agree."""
     _check_head(config)
-    model_labels = list(config.labels) if config.labels else [str(i) for i in range(config.num_labels)]
+    if not config.labels:                    # a head without class names: match by position
+        if len(dataset_labels) != config.num_labels:
+            raise MinibertError(f"the model has {config.num_labels} unnamed classes but the data "
+                                f"has {len(dataset_labels)} labels {list(dataset_labels)}")
+        return np.arange(config.num_labels, dtype=np.int64)
+    model_labels = list(config.labels)
     unknown = [lab for lab in dataset_labels if lab not in model_labels]
     if unknown:
         raise MinibertError(f"labels {unknown} of the data are not in the model's label set "

@@ -126,3 +126,13 @@ def test_accuracy_vs_latency_plot_writes_a_png(tmp_path):
                                "params": 8_000_000}], path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp*"))                # the temporary file was renamed
+
+
+def test_align_labels_maps_data_labels_to_the_models_by_name():
+    from minibert.evaluate import align_labels
+    from minibert.model import BertConfig
+    cfg = BertConfig(vocab_size=10, hidden_size=4, num_layers=1, num_heads=1, intermediate_size=4,
+                     num_labels=3, labels=["negative", "neutral", "positive"])
+    np.testing.assert_array_equal(align_labels(["negative", "positive"], cfg), [0, 2])
+    with pytest.raises(MinibertError, match=r"\['mixed'\]"):
+        align_labels(["mixed", "positive"], cfg)

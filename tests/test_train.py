@@ -318,3 +318,10 @@ def test_finetune_resume_without_a_checkpoint_is_refused(tiny_task, capsys):
     from minibert.cli import main
     assert main(finetune_args(tiny_task, tiny_task["root"] / "nothing", "--resume")) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("lr", 0.0), ("epochs", 0), ("warmup", 1.0),
+                                         ("batch_size", 0), ("clip", float("nan"))])
+def test_train_config_names_the_bad_flag(flag, value):
+    with pytest.raises(MinibertError, match=f"--{flag.replace('_', '-')}"):
+        TrainConfig(**{flag: value}).validate()
