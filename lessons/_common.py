@@ -48,3 +48,163 @@ def savefig(fig, name: str) -> Path:
 def done(args) -> None:
     print(f"\nAll assertions hold. ({time.perf_counter() - args.t0:.1f} s"
           f"{', --tiny' if args.tiny else ''})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The task of lessons 6-9: a teacher, a labelled dataset, a fine-tuned teacher.
+#
+# Full: all-MiniLM-L6-v2 (weights/minilm-l6, fetched on first use) on a small stratified subset
+# of the default tweet-sentiment corpus (negative / neutral / positive), short max_length.
+# --tiny: a 4-layer, 32-wide BERT with random weights and a tiny separable sentiment CSV (the
+# same helpers the tests use, tests/tiny.py), so the lessons run in seconds without downloads.
+
+class Task:
+    """Everything lessons 6-9 share. Attributes: name, base_dir (pre-trained teacher),
+    data (minibert.data.Dataset), max_length, batch_size, teacher_dir (fine-tuned, lesson 6),
+    finetune (a train.TrainConfig) and student (a TrainConfig for distillation runs)."""
+
+    def __init__(self, tiny: bool):
+        from minibert.data import load_dataset
+        from minibert.train import TrainConfig
+        self.tiny = tiny
+        if tiny:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from tiny import make_tiny_model_dir, write_tiny_dataset
+            root = OUT / "tiny"
+            self.base_dir = root / "pretrained"
+            if not (self.base_dir / "model.safetensors").exists():
+                make_tiny_model_dir(self.base_dir, num_layers=4, hidden_size=32, num_heads=2,
+                                    intermediate_size=64, seed=0)
+            csv = write_tiny_dataset(root / "sentiment.csv", n=400, num_classes=2, seed=0)
+            self.data = load_dataset(f"csv:{csv}")
+            self.name = "tiny BERT (4 layers, H=32, random init) on a tiny separable sentiment CSV"
+            self.teacher_dir = root / "teacher"
+            self.max_length, self.batch_size = 16, 16
+            self.finetune = TrainConfig(epochs=3, lr=5e-3, batch_size=16, max_length=16,
+                                        warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
+            self.student = TrainConfig(epochs=2, lr=3e-3, batch_size=16, max_length=16,
+                                       warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
+        else:
+            from minibert.weights import fetch_teacher
+            self.base_dir = fetch_teacher(ROOT / "weights" / "minilm-l6")
+            self.data = load_dataset("default", limit=600, seed=0)
+            self.name = "all-MiniLM-L6-v2 on 600 tweets of the default sentiment corpus"
+            self.teacher_dir = OUT / "teacher"
+            self.max_length, self.batch_size = 32, 32
+            self.finetune = TrainConfig(epochs=2, lr=1e-4, batch_size=32, max_length=32,
+                                        warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
+            self.student = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=32,
+                                       warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
+
+    def student_batches(self, split):
+        """The fixed list of training batches every student of lessons 7-9 sees (seeded)."""
+        import numpy as np
+
+        from minibert.train import train_batches
+        out = []
+        for epoch in range(self.student.epochs):
+            out += list(train_batches(split, self.student.batch_size, np.random.default_rng([0, epoch])))
+        return out
+
+    def splits(self, tokenizer):
+        """Encoded train / dev splits (labels as the dataset's indices). Long texts are cut to
+        max_length for classroom speed; says how many (once), instead of a warning per call."""
+        import warnings
+
+        from minibert.tokenizer import TruncationWarning
+        from minibert.train import encode_examples
+        out = []
+        for name, examples in (("train", self.data.train), ("dev", self.data.dev)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncationWarning)
+                out.append(encode_examples(tokenizer, examples, self.max_length))
+            cut = int(getattr(tokenizer, "last_truncated", 0))
+            if cut and not getattr(self, "_told", False):
+                print(f"({name}: {cut} of {len(examples)} texts are cut to max_length="
+                      f"{self.max_length} tokens, for speed)")
+        self._told = True
+        return tuple(out)
+
+
+def finetune_teacher(task: Task, out_dir: Path, verbose: bool = True):
+    """Fine-tune task.base_dir on task.data with train.fit; save the best epoch (with head.json)
+    into out_dir. Returns (train.FitResult, params, config)."""
+    import numpy as np
+
+    from minibert.tokenizer import Tokenizer
+    from minibert.train import fit, make_classify_step, make_eval_fn, train_batches, with_fresh_head
+    from minibert.train import write_head_record
+    from minibert.weights import load_model, save_model
+    import shutil
+
+    params, config = load_model(task.base_dir)
+    tok = Tokenizer.from_dir(task.base_dir)
+    params, config = with_fresh_head(params, config, task.data.labels,
+                                     np.random.default_rng([task.finetune.seed, 7919]))
+    train, dev = task.splits(tok)
+    run_dir = OUT / ("tiny/finetune_run" if task.tiny else "finetune_run")
+    shutil.rmtree(run_dir, ignore_errors=True)           # a lesson always starts fresh
+    best = {}
+
+    def on_best(p, epoch, metrics):
+        best["params"] = {k: v.copy() for k, v in p.items()}
+        save_model(out_dir, best["params"], config, tokenizer_dir=task.base_dir)
+        write_head_record(out_dir, "lesson", task.data.labels, metrics["accuracy"], epoch)
+
+    res = fit(params, make_classify_step(config),
+              lambda epoch, rng: train_batches(train, task.finetune.batch_size, rng),
+              make_eval_fn(config, dev, task.finetune.batch_size), run_dir, task.finetune,
+              on_best=on_best)
+    return res, best["params"], config
+
+
+def finetuned_teacher(task: Task):
+    """The fine-tuned teacher of lesson 6: (params, config, tokenizer). If lesson 6 has not
+    been run yet, fine-tune now (the same recipe) and say so."""
+    from minibert.tokenizer import Tokenizer
+    from minibert.weights import load_model
+    if not (task.teacher_dir / "head.json").exists():
+        print(f"(no fine-tuned teacher in {task.teacher_dir}: running lesson 6's fine-tuning first)")
+        finetune_teacher(task, task.teacher_dir)
+    params, config = load_model(task.teacher_dir)
+    return params, config, Tokenizer.from_dir(task.teacher_dir)
+
+
+def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_layers, lr, seed=0,
+                extra_params=None, weight_decay=0.01, clip=1.0):
+    """Train one student on fixed batches: what train.fit does, in ten lines.
+
+    Inputs: the teacher (params, config), the student's config, a distill.TeacherCache, a list
+    of LabeledBatch (the same for every run, so runs differ only in what is compared),
+    DistillSettings, init_layers (None = random init), the peak lr, a seed; extra_params
+    (e.g. the learned projections of lesson 8) train along with the student.
+    Returns (student params without projections, per-step losses, per-step parts dicts).
+    """
+    import numpy as np
+
+    from minibert.distill import distill_loss, init_student, strip_projections, student_init_rng
+    from minibert.optim import adamw_init, adamw_step, clip_grad_norm, linear_schedule
+
+    params = init_student(tparams, tconfig, sconfig, init_layers, student_init_rng(seed))
+    params.update(extra_params or {})
+    state = adamw_init(params)
+    dropout = np.random.default_rng([seed, 1])
+    steps, warm = len(batches), max(1, len(batches) // 10)
+    losses, parts = [], []
+    for s, b in enumerate(batches):
+        loss, grads, p = distill_loss(params, sconfig, b.ids, b.mask, b.token_type_ids, b.labels,
+                                      teacher.batch(b), settings, rng=dropout)
+        clip_grad_norm(grads, clip)                       # global norm, in place
+        adamw_step(params, grads, state, linear_schedule(s, steps, warm, lr),
+                   weight_decay=weight_decay)
+        losses.append(float(loss))
+        parts.append(p)
+    return strip_projections(params), losses, parts
+
+
+def accuracy_and_agreement(params, config, split, teacher_pred):
+    """Dev accuracy, macro-F1 and the fraction of examples where the model agrees with the teacher."""
+    from minibert.evaluate import classification_metrics, predict_logits
+    pred = predict_logits(params, config, split).argmax(1)
+    m = classification_metrics(split.labels, pred, config.num_labels)
+    return m["accuracy"], m["macro_f1"], float((pred == teacher_pred).mean())

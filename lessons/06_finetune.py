@@ -1,0 +1,117 @@
+"""Lesson 6: fine-tuning the teacher on a small labelled subset.
+
+all-MiniLM-L6-v2 was pre-trained to embed sentences; it has no idea what our labels are. We add
+a fresh classifier on the pooled [CLS] vector (W ~ N(0, 0.02), b = 0) and train everything with
+AdamW on cross-entropy: a linear warm-up then linear decay of the learning rate, global
+gradient-norm clipping, dropout on, weight decay on matrices but not on biases / LayerNorm.
+
+Distillation needs this step: a teacher whose head was never trained would hand the student
+noise as "soft labels" (`minibert distill` refuses such a teacher).
+
+Sizes are classroom sizes (a few hundred tweets, 32 tokens, two epochs), so the accuracy is
+modest; `minibert finetune` on the full corpus does better. The fine-tuned teacher is saved to
+lessons/out/teacher/ for lessons 7-9.
+
+Run: python lessons/06_finetune.py [--tiny]      Exercise: adamw_step
+"""
+
+from _common import OUT, Task, done, finetune_teacher, parse_args, savefig, section
+
+import time
+from collections import Counter
+
+import numpy as np
+
+from minibert import exercise_checks
+from minibert.evaluate import classification_metrics, confusion_matrix, predict_logits, softmax
+from minibert.model import count_params
+from minibert.optim import adamw_step, linear_schedule
+from minibert.plots import running_mean
+from minibert.tokenizer import Tokenizer
+from minibert.train import with_fresh_head
+from minibert.weights import load_model
+
+args = parse_args(__doc__.splitlines()[0])
+task = Task(args.tiny)
+labels = task.data.labels
+
+section("1. The task and the untrained head")
+print(f"{task.name}")
+print(f"labels {labels}; {len(task.data.train)} train / {len(task.data.dev)} dev examples; "
+      f"max_length {task.max_length}")
+counts = Counter(e.label for e in task.data.dev)
+majority = max(counts.values()) / len(task.data.dev)
+print(f"dev label counts {dict(sorted(counts.items()))}: always guessing the majority class "
+      f"scores {majority:.3f}")
+params, config = load_model(task.base_dir)
+tok = Tokenizer.from_dir(task.base_dir)
+params, config = with_fresh_head(params, config, labels, np.random.default_rng([task.finetune.seed, 7919]))
+train_split, dev_split = task.splits(tok)
+before = classification_metrics(dev_split.labels,
+                                predict_logits(params, config, dev_split).argmax(1), len(labels))
+print(f"{count_params(params):,} parameters; dev accuracy with the random head: "
+      f"{before['accuracy']:.3f} (macro-F1 {before['macro_f1']:.3f})")
+
+section("2. One AdamW step, checked (the exercise's checks)")
+checks = exercise_checks.check_adamw_step(adamw_step)
+for r in checks[:4] + checks[-2:]:
+    print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.describe()}")
+print(f"  ... {len(checks)} checks, {sum(r.passed for r in checks)} pass")
+tc = task.finetune
+steps = tc.epochs * -(-len(task.data.train) // tc.batch_size)
+warm = round(tc.warmup * steps)
+lrs = [linear_schedule(s, steps, warm, tc.lr) for s in range(steps)]
+print(f"schedule: {steps} steps, {warm} of warm-up to lr {tc.lr:g}, then linear decay to 0 "
+      f"(step 0: {lrs[0]:.2e}, step {warm}: {lrs[warm]:.2e}, last: {lrs[-1]:.2e})")
+
+section("3. Fine-tuning (train.fit: AdamW, warm-up/decay, clipping, dropout)")
+t0 = time.perf_counter()
+res, tparams, tconfig = finetune_teacher(task, task.teacher_dir)
+secs = time.perf_counter() - t0
+for rec in res.history:
+    print(f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, dev accuracy "
+          f"{rec['dev']['accuracy']:.3f}, macro-F1 {rec['dev']['macro_f1']:.3f}, "
+          f"{rec['examples_per_s']:.1f} examples/s")
+losses = np.asarray(res.step_losses)
+k = max(2, len(losses) // 5)
+first, last = losses[:k].mean(), losses[-k:].mean()
+print(f"{len(losses)} steps in {secs:.1f} s; mean loss of the first {k} steps {first:.3f}, "
+      f"of the last {k} {last:.3f}; best epoch {res.best_epoch} saved to {task.teacher_dir}")
+
+section("4. What the fine-tuned teacher does")
+logits = predict_logits(tparams, tconfig, dev_split)
+pred = logits.argmax(1)
+after = classification_metrics(dev_split.labels, pred, len(labels))
+cm = confusion_matrix(dev_split.labels, pred, len(labels))
+print(f"dev accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, macro-F1 "
+      f"{before['macro_f1']:.3f} -> {after['macro_f1']:.3f} (majority baseline {majority:.3f})")
+print("confusion matrix (rows true, columns predicted):")
+print(f"{'':>10} " + " ".join(f"{lab[:8]:>8}" for lab in labels))
+for lab, row in zip(labels, cm):
+    print(f"{lab[:10]:>10} " + " ".join(f"{v:8d}" for v in row))
+p = softmax(logits)
+conf, right = p.max(1), pred == dev_split.labels
+wrong = f", when wrong {conf[~right].mean():.3f}" if (~right).any() else " (never wrong)"
+print(f"mean confidence when right {conf[right].mean():.3f}{wrong}: the probabilities say more "
+      f"than the argmax; lesson 7 teaches a student with them")
+
+import matplotlib.pyplot as plt
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+ax1.plot(losses, alpha=0.35, label="loss per step")
+ax1.plot(running_mean(losses, max(2, len(losses) // 8)), label="running mean")
+ax1.set_xlabel("step")
+ax1.set_ylabel("cross-entropy")
+ax1.set_title("Fine-tuning the teacher")
+ax1.legend()
+ax2.plot(lrs)
+ax2.set_xlabel("step")
+ax2.set_ylabel("learning rate")
+ax2.set_title("Linear warm-up, then linear decay")
+savefig(fig, "lesson06_loss_curve.png")
+
+assert all(r.passed for r in checks)
+assert last < first, (first, last)
+assert after["accuracy"] > before["accuracy"] and after["accuracy"] > majority, (before, after, majority)
+assert (task.teacher_dir / "head.json").exists()
+done(args)

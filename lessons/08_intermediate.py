@@ -1,0 +1,132 @@
+"""Lesson 8: intermediate-layer distillation (TinyBERT).
+
+Lesson 7's student only sees the teacher's output distribution. TinyBERT (Jiao et al. 2020)
+also asks the student's inside to look like the teacher's:
+
+- hidden states: student state j (0 = the embedding output) is matched to teacher state g(j),
+  g(j) = j * Lt / Ls (for 2 of 6 layers: 0->0, 1->3, 2->6), with a mean squared error over
+  real tokens. A student narrower than the teacher (Hs < Ht) cannot be compared directly,
+  so a projection W (Hs, Ht) + b is LEARNED along with the student and thrown away afterwards.
+- attention: the pre-softmax scores of student block j are matched to teacher block
+  g(j+1) - 1, over real (query, key) pairs only: the padded entries hold -1e9 + something
+  and are left out entirely (their gradient is exactly 0). Heads are compared one to one,
+  so the student keeps the teacher's head count (a narrow student gets smaller heads).
+
+The loss: alpha*CE + (1-alpha)*T^2*KL + w_h * sum_j MSE_hidden_j + w_a * sum_j MSE_attn_j.
+The teacher's hidden states and scores are cached once, like its logits, when they fit in memory.
+
+Run: python lessons/08_intermediate.py [--tiny]
+"""
+
+from _common import (Task, accuracy_and_agreement, distill_run, done, finetuned_teacher, parse_args,
+                     savefig, section)
+
+import time
+
+import numpy as np
+
+from minibert.distill import (DistillSettings, TeacherCache, default_init_layers, init_projections,
+                              label_map, student_config, uniform_layer_map)
+from minibert.evaluate import predict_logits
+from minibert.gradcheck import numerical_vjp, rel_error
+from minibert.losses import attention_mse, hidden_mse
+from minibert.model import count_params
+
+args = parse_args(__doc__.splitlines()[0])
+task = Task(args.tiny)
+
+section("1. The two losses, and the projection's gradient (float64 finite differences)")
+rng = np.random.default_rng(0)
+mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+s_h, t_h = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 5))   # Hs=3 < Ht=5
+W, b = rng.standard_normal((3, 5)), rng.standard_normal(5)
+loss, ds, dW, db = hidden_mse(s_h, t_h, mask, W, b)
+errs = {"dstudent_h": rel_error(ds, numerical_vjp(lambda v: np.array([hidden_mse(v, t_h, mask, W, b)[0]]), s_h, np.ones(1))),
+        "dW": rel_error(dW, numerical_vjp(lambda v: np.array([hidden_mse(s_h, t_h, mask, v, b)[0]]), W, np.ones(1))),
+        "db": rel_error(db, numerical_vjp(lambda v: np.array([hidden_mse(s_h, t_h, mask, W, v)[0]]), b, np.ones(1)))}
+print(f"hidden_mse with a (3 -> 5) projection and padding: " + ", ".join(f"{k} rel error {v:.1e}" for k, v in errs.items()))
+print(f"  gradient at padded tokens: {np.abs(ds[1, 2:]).max():.1e} (padding never counts)")
+sc_s, sc_t = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((2, 2, 4, 4))
+sc_s[..., 2:] += -1e9 * (1 - mask[:, None, None, 2:])          # padded keys carry the -1e9 bias
+sc_t[..., 2:] += -1e9 * (1 - mask[:, None, None, 2:])
+la, dsc = attention_mse(sc_s, sc_t, mask)
+print(f"attention_mse on scores holding -1e9 at padded keys: loss {float(la):.3f} (finite, the -1e9 "
+      f"entries are skipped), gradient there {np.abs(dsc[1][..., 2:]).max():.1e}")
+
+section("2. Teacher, student shapes and what the teacher hands over")
+tparams, tconfig, tok = finetuned_teacher(task)
+train, dev = task.splits(tok)
+lmap = label_map(task.data.labels, tconfig)
+train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
+teacher_pred = predict_logits(tparams, tconfig, dev).argmax(1)
+L_s = 2
+g = tuple(uniform_layer_map(L_s, tconfig.num_layers))
+wide = student_config(tconfig, L_s)
+narrow = student_config(tconfig, L_s, hidden_size=tconfig.hidden_size // 2, heads=tconfig.num_heads)
+print(f"teacher {tconfig.num_layers} layers H={tconfig.hidden_size}, {tconfig.num_heads} heads; "
+      f"hidden-state map g = {list(g)}")
+print(f"wide student:   {L_s} layers H={wide.hidden_size}, {wide.num_heads} heads of {wide.head_size}")
+print(f"narrow student: {L_s} layers H={narrow.hidden_size}, {narrow.num_heads} heads of "
+      f"{narrow.head_size}, FFN {narrow.intermediate_size}")
+W_h, W_a = 1.0, 0.1          # attention scores are ~10x larger than hidden states: MSEs ~10 vs ~1
+settings_kd = DistillSettings(0.5, 2.0, layer_map=g)
+settings_tiny = DistillSettings(0.5, 2.0, hidden_weight=W_h, attention_weight=W_a, layer_map=g)
+t0 = time.perf_counter()
+teacher = TeacherCache(tparams, tconfig, train, settings_tiny, batch_size=task.batch_size)
+print(f"{teacher.describe()} ({time.perf_counter() - t0:.1f} s)")
+proj = init_projections(narrow, tconfig, np.random.default_rng(1))
+print(f"learned projections for the narrow student: {len(proj) // 2} x W {proj[f'distill.proj.0.W'].shape} "
+      f"+ b: {sum(v.size for v in proj.values()):,} parameters, trained, then stripped from the saved model")
+batches = task.student_batches(train)
+
+section("3. Four students, same batches")
+runs = {}
+
+
+def run(tag, config, settings, init, extra=None):
+    t0 = time.perf_counter()
+    params, losses, parts = distill_run(tparams, tconfig, config, teacher, batches, settings, init,
+                                        task.student.lr, extra_params=extra)
+    acc, f1, agree = accuracy_and_agreement(params, config, dev, teacher_pred)
+    runs[tag] = dict(acc=acc, f1=f1, agree=agree, parts=parts, params=count_params(params),
+                     secs=time.perf_counter() - t0)
+    p0, p1 = parts[0], parts[-1]
+    print(f"{tag:38s} {count_params(params):>11,} params  dev acc {acc:.3f}  agrees {agree:.3f}  "
+          f"hidden MSE {p0['hidden']:.3f}->{p1['hidden']:.3f}  attn MSE {p0['attention']:.2f}->"
+          f"{p1['attention']:.2f}  ({runs[tag]['secs']:.1f} s)")
+
+
+init = default_init_layers(L_s, tconfig.num_layers)
+run("wide, teacher init, KD only", wide, settings_kd, init)
+run("wide, teacher init, KD + hidden + attn", wide, settings_tiny, init)
+run("narrow, random init, KD only", narrow, settings_kd, None)
+run("narrow, random init, KD + hidden + attn", narrow, settings_tiny, None, extra=proj)
+print("(KD-only runs do not compute the hidden / attention losses: they show 0)")
+
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+for tag, style in (("wide, teacher init, KD + hidden + attn", "-"), ("narrow, random init, KD + hidden + attn", "--")):
+    parts = runs[tag]["parts"]
+    for key, color in (("ce", "C0"), ("kl", "C1"), ("hidden", "C2"), ("attention", "C3")):
+        vals = np.array([p[key] for p in parts])
+        axes[0].semilogy(vals, style, color=color, label=f"{key} ({tag.split(',')[0]})")
+axes[0].set_xlabel("step")
+axes[0].set_ylabel("loss part (unweighted)")
+axes[0].set_title("TinyBERT loss parts during training")
+axes[0].legend(fontsize=7, ncol=2)
+tags = list(runs)
+axes[1].barh(range(len(tags)), [runs[t]["acc"] for t in tags], color=["C0", "C1", "C2", "C3"])
+axes[1].set_yticks(range(len(tags)), tags, fontsize=8)
+axes[1].set_xlabel("dev accuracy")
+axes[1].set_title(f"after {len(batches)} steps")
+savefig(fig, "lesson08_intermediate.png")
+
+tiny_run = runs["narrow, random init, KD + hidden + attn"]["parts"]
+wide_run = runs["wide, teacher init, KD + hidden + attn"]["parts"]
+assert max(errs.values()) < 1e-6, errs
+assert np.abs(ds[1, 2:]).max() == 0 and np.isfinite(float(la)) and np.abs(dsc[1][..., 2:]).max() == 0
+assert tiny_run[-1]["hidden"] < tiny_run[0]["hidden"]          # the projection + student learn to match
+assert wide_run[-1]["attention"] < wide_run[0]["attention"]
+assert runs["narrow, random init, KD only"]["params"] < runs["wide, teacher init, KD only"]["params"]
+done(args)

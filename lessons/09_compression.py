@@ -1,0 +1,117 @@
+"""Lesson 9: what compression buys.
+
+We distil the fine-tuned teacher into students of 1, 2 and 3 layers (teacher init, KD) and
+one narrower 2-layer student (half the width, random init, KD + TinyBERT hidden loss through
+a learned projection), with the library's own training entry point (distill.train_student,
+what `minibert distill` runs), then measure each model's dev accuracy, parameter count and
+latency (distill.compare_models: interleaved timing rounds, the median, so a burst of load
+on a shared machine hits every model alike).
+
+Two things to notice:
+- Parameters are not speed. The word-embedding table (30522 x 384 = 11.7M numbers, half the
+  teacher) is a lookup: it costs memory, not time. The time is in the encoder layers, so
+  dropping 4 of 6 layers removes only ~1/3 of the parameters but most of the compute.
+- Width shrinks both: a narrower student has a smaller embedding table AND cheaper layers,
+  but its weights cannot be copied from the teacher, so it starts from scratch.
+
+Short classroom runs: read the accuracies as "after a minute of training", not as the best a
+student can do (`minibert distill --epochs 3` on the full corpus does better).
+
+Run: python lessons/09_compression.py [--tiny]
+"""
+
+from _common import OUT, Task, done, finetuned_teacher, parse_args, savefig, section
+
+import shutil
+import time
+
+import numpy as np
+
+from minibert.distill import (DistillSettings, TeacherCache, compare_models, default_init_layers,
+                              format_table, label_map, student_config, train_student,
+                              uniform_layer_map)
+
+args = parse_args(__doc__.splitlines()[0])
+task = Task(args.tiny)
+
+
+def breakdown(params):
+    """Parameters in the embeddings, the encoder layers and the head (pooler + classifier)."""
+    emb = sum(v.size for k, v in params.items() if k.startswith("embeddings."))
+    enc = sum(v.size for k, v in params.items() if k.startswith("encoder."))
+    return emb, enc, sum(v.size for v in params.values()) - emb - enc
+
+
+section("1. The teacher")
+tparams, tconfig, tok = finetuned_teacher(task)
+train, dev = task.splits(tok)
+lmap = label_map(task.data.labels, tconfig)
+train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
+emb, enc, head = breakdown(tparams)
+print(f"{tconfig.num_layers} layers, H={tconfig.hidden_size}: {emb + enc + head:,} parameters = "
+      f"embeddings {emb:,} ({emb / (emb + enc + head):.0%}) + encoder {enc:,} + head {head:,}")
+
+section("2. Distilling four students (distill.train_student)")
+students = [("1 layer", student_config(tconfig, 1), "teacher"),
+            ("2 layers", student_config(tconfig, 2), "teacher"),
+            ("3 layers", student_config(tconfig, 3), "teacher"),
+            ("2 layers, half width", student_config(tconfig, 2, hidden_size=tconfig.hidden_size // 2,
+                                                    heads=tconfig.num_heads), "random")]
+models = [("teacher", tparams, tconfig)]
+run_root = OUT / ("tiny/students" if args.tiny else "students")
+shutil.rmtree(run_root, ignore_errors=True)
+caches = {}
+for name, config, init in students:
+    L = config.num_layers
+    g = tuple(uniform_layer_map(L, tconfig.num_layers))
+    narrow = config.hidden_size != tconfig.hidden_size
+    settings = DistillSettings(0.5, 2.0, hidden_weight=1.0 if narrow else 0.0, layer_map=g)
+    key = (g, settings.needs_hidden)
+    if key not in caches:                                # the teacher runs once per layer map
+        caches[key] = TeacherCache(tparams, tconfig, train, settings, batch_size=task.batch_size)
+    init_layers = default_init_layers(L, tconfig.num_layers) if init == "teacher" else None
+    t0 = time.perf_counter()
+    run = train_student(tparams, tconfig, config, init_layers, settings, caches[key], train, dev,
+                        run_root / name.replace(" ", "_").replace(",", ""), task.student)
+    print(f"{name:22s} init {init:7s} ({init_layers}), loss {'KD + hidden MSE' if narrow else 'KD'}: "
+          f"{len(run.fit.step_losses)} steps, dev accuracy {run.fit.best_metrics['accuracy']:.3f} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    models.append((name, run.params, config))
+
+section("3. Accuracy, parameters, latency")
+rows = compare_models(models, dev, batch_size=task.batch_size, rounds=3, repeats=2 if args.tiny else 3)
+print(format_table(rows, title=f"dev ({rows[0]['n']} examples), batch {task.batch_size}, "
+                               f"max_length {task.max_length}, float32"))
+print(f"\n{'model':22s} {'embeddings':>11s} {'encoder':>11s} {'params vs teacher':>18s} {'speed-up':>9s}")
+for (name, params, _), row in zip(models, rows):
+    e, n, h = breakdown(params)
+    print(f"{name:22s} {e:11,} {n:11,} {row['params'] / rows[0]['params']:18.0%} {row['speedup']:8.2f}x")
+
+import matplotlib.pyplot as plt
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+for row, c in zip(rows, ["k", "C0", "C1", "C2", "C3"]):
+    ax1.scatter(row["ms_per_example"], row["accuracy"], s=30 + row["params"] / max(r["params"] for r in rows) * 400,
+                color=c, alpha=0.7, label=f"{row['name']} ({row['params'] / 1e6:.1f}M)")
+ax1.set_xlabel("latency, ms per example (batch of %d)" % task.batch_size)
+ax1.set_ylabel("dev accuracy")
+ax1.set_title("Accuracy vs latency (marker area = parameters)")
+ax1.legend(fontsize=8)
+names = [r["name"] for r in rows]
+parts = np.array([breakdown(p) for _, p, _ in models]) / 1e6
+ax2.barh(names, parts[:, 0], label="embeddings")
+ax2.barh(names, parts[:, 1], left=parts[:, 0], label="encoder layers")
+ax2.barh(names, parts[:, 2], left=parts[:, 0] + parts[:, 1], label="head")
+ax2.set_xlabel("parameters (millions)")
+ax2.set_title("Where the parameters are")
+ax2.legend(fontsize=8)
+savefig(fig, "lesson09_compression.png")
+
+by = {r["name"]: r for r in rows}
+assert all(r["params"] < by["teacher"]["params"] for r in rows[1:])
+if not args.tiny:     # tiny models run in microseconds: their timings are noise
+    assert all(r["speedup"] > 1.0 for r in rows[1:]), rows      # every student is faster
+    assert by["1 layer"]["ms_per_example"] < by["3 layers"]["ms_per_example"], rows
+    # dropping layers removes far less of the parameters than of the time (the embedding table stays)
+    assert by["2 layers"]["params"] / by["teacher"]["params"] > 1 / by["2 layers"]["speedup"]
+done(args)

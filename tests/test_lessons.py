@@ -1,0 +1,52 @@
+"""Every lesson runs with --tiny (seconds each), prints its numbers, writes its figures and ends
+in assertions that hold. The lessons run in course order in one output directory, so lessons
+7-9 reuse the teacher that lesson 6 fine-tunes (each would fine-tune one itself otherwise)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LESSONS = {   # script -> figures it must write
+    "01_gradients.py": ["lesson01_fd_error.png"],
+    "02_softmax_temperature.py": ["lesson02_temperature.png", "lesson02_t_squared.png"],
+    "03_layernorm_gelu.py": ["lesson03_gelu.png", "lesson03_layernorm.png"],
+    "04_attention.py": ["lesson04_attention_heads.png", "lesson04_scaling.png"],
+    "05_bert.py": ["lesson05_attention_layers.png", "lesson05_hidden_norms.png"],
+    "06_finetune.py": ["lesson06_loss_curve.png"],
+    "07_distillation.py": ["lesson07_distillation.png"],
+    "08_intermediate.py": ["lesson08_intermediate.png"],
+    "09_compression.py": ["lesson09_compression.png"],
+}
+SLOW = {"06_finetune.py", "07_distillation.py", "08_intermediate.py", "09_compression.py", "05_bert.py"}
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lessons_out")
+
+
+def test_every_lesson_script_is_tested():
+    assert sorted(p.name for p in (REPO / "lessons").glob("[0-9][0-9]_*.py")) == sorted(LESSONS)
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s
+                                    for s in LESSONS])
+def test_lesson_runs_tiny_and_its_assertions_hold(script, out_dir):
+    env = dict(os.environ, MINIBERT_LESSON_OUT=str(out_dir), MPLBACKEND="Agg")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "lessons" / script), "--tiny"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    secs = time.perf_counter() - t0
+    print(proc.stdout[-3000:])
+    print(f"{script} --tiny: {secs:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "All assertions hold" in proc.stdout
+    for fig in LESSONS[script]:
+        assert (out_dir / fig).is_file() and (out_dir / fig).stat().st_size > 1000, fig
