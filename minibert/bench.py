@@ -1,0 +1,519 @@
+"""`minibert bench`: how fast is the NumPy engine, and how does it compare with PyTorch?
+
+Shape legend
+    B batch   T tokens (padded length)   H hidden   nh heads   hs head size   I intermediate
+    V vocab   L layers   C classes   N = B*T rows of every token-wise matmul
+
+One run measures, on the teacher's shapes (all-MiniLM-L6-v2: L=6, H=384, nh=12, I=1536,
+V=30522; random weights from model.init_params) and one padded batch (B=32, T=64, lengths varied):
+
+    teacher forward        classify_forward, eval mode, keep_cache=False (inference)
+    teacher train step     forward with dropout + cross-entropy + backward + AdamW over ALL
+                           parameters (the 30522x384 word table included: its gradient is dense)
+    student train step     the same with L=2
+    batch-1 latency        forward of one sequence (its real length), teacher and student
+    tokens per second      real (non-padding) tokens / median time
+    peak RSS               of a fresh subprocess that builds the teacher and runs train steps
+                           (VmHWM in /proc/self/status: the high-water mark of the whole process)
+    roofline               GFLOP/s of one large float32 a @ b on this machine, and the fraction
+                           of it the teacher forward reaches (its FLOPs counted analytically)
+
+and, when torch and transformers are installed (imported here only, lazily), the same for
+transformers' BertForSequenceClassification with the same config and thread count, in the same
+process, plus the ratio minibert / PyTorch for each figure (time ratios < 1: minibert is faster).
+Every time is the median of `repeats` runs after warm-up; the machine may be shared, so compare
+ratios measured in one run: the two engines alternate run by run, so load from the rest of the
+machine falls on both alike.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .errors import MinibertError
+from .losses import cross_entropy
+from .model import BertConfig, classify_backward, classify_forward, count_params, init_params
+from .optim import adamw_init, adamw_step
+
+NUM_LABELS = 3          # a 3-class head (negative / neutral / positive, like the default data)
+LR = 1e-4               # any positive lr: the step's cost does not depend on it
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def teacher_config(num_layers=6, **overrides) -> BertConfig:
+    """The teacher's shapes (all-MiniLM-L6-v2) with a 3-class head; `overrides` for tiny tests."""
+    sizes = dict(vocab_size=30522, hidden_size=384, num_layers=num_layers, num_heads=12,
+                 intermediate_size=1536, max_position=512, num_labels=NUM_LABELS, pooler=True)
+    sizes.update(overrides)
+    return BertConfig(**sizes)
+
+
+def make_batch(rng, batch_size, seq_len, vocab_size):
+    """A padded batch with realistic, varied lengths.
+
+    Lengths are drawn uniformly from [max(2, T/4), T] and one sequence has the full length T (the
+    batch is padded to its longest, as the tokenizer does). Each row is [CLS] ids... [SEP] pads.
+    Inputs: rng (np.random.Generator), batch_size B, seq_len T, vocab_size V.
+    Returns: ids int64 (B,T), mask int64 (B,T), token_type_ids int64 (B,T), labels int64 (B,).
+    """
+    B, T = batch_size, seq_len
+    lengths = rng.integers(max(2, T // 4), T + 1, size=B)             # (B,)
+    lengths[0] = T
+    ids = rng.integers(min(1000, vocab_size - 1), vocab_size, size=(B, T))  # (B,T) ordinary word pieces
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)      # (B,T) 1 = real
+    ids[:, 0] = min(101, vocab_size - 1)                              # [CLS]
+    ids[np.arange(B), lengths - 1] = min(102, vocab_size - 1)         # [SEP]
+    ids *= mask                                                       # pads are id 0
+    labels = rng.integers(0, NUM_LABELS, size=B)                      # (B,)
+    return ids, mask, np.zeros((B, T), dtype=np.int64), labels
+
+
+def forward_flops(config: BertConfig, batch_size, seq_len) -> int:
+    """Multiply-adds x 2 of every matmul in one forward over the padded batch (what really runs).
+
+    Per layer, N = B*T: QKV 2*N*H*3H, scores q k^T 2*B*nh*T*T*hs, probs @ v the same,
+    output projection 2*N*H*H, FFN 2*N*H*I twice; then the pooler and classifier on [CLS].
+    Elementwise work (softmax, GELU, LayerNorm) is not counted (it is < 1% of the FLOPs).
+    """
+    B, T, H, I = batch_size, seq_len, config.hidden_size, config.intermediate_size
+    N = B * T
+    attn = 2 * N * H * 3 * H + 2 * 2 * B * T * T * H + 2 * N * H * H
+    ffn = 2 * 2 * N * H * I
+    head = 2 * B * H * H * int(config.pooler) + 2 * B * H * max(config.num_labels, 0)
+    return config.num_layers * (attn + ffn) + head
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing helpers
+
+
+def median_time(fn, repeats, warmup=1):
+    """Run fn() `warmup` times, then `repeats` times timed. Returns (median seconds, list of times)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def blas_info() -> dict:
+    """NumPy's BLAS: thread count, kernel (core) name, and the OPENBLAS_* variables seen."""
+    info = {"threads": None, "corename": None, "config": None,
+            "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                   "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
+    try:
+        from threadpoolctl import threadpool_info   # optional
+        for pool in threadpool_info():
+            if pool.get("internal_api") == "openblas":
+                info.update(threads=pool.get("num_threads"), corename=pool.get("architecture"),
+                            config=pool.get("version"))
+                break
+    except Exception:
+        pass
+    if info["threads"] is None:                     # ask OpenBLAS itself, through ctypes
+        try:
+            with open("/proc/self/maps") as f:
+                libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
+            for path in libs:
+                lib = ctypes.CDLL(path)
+                for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"),
+                                       ("openblas_", ""), ("scipy_openblas_", "")):
+                    get_threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                    if get_threads is None:
+                        continue
+                    info["threads"] = int(get_threads())
+                    for key, fn in (("corename", "get_corename"), ("config", "get_config")):
+                        f = getattr(lib, f"{prefix}{fn}{suffix}", None)
+                        if f is not None:
+                            f.restype = ctypes.c_char_p
+                            info[key] = f().decode()
+                    break
+                if info["threads"] is not None:
+                    break
+        except Exception:
+            pass
+    if info["threads"] is None:
+        info["threads"] = os.cpu_count() or 1
+    return info
+
+
+def matmul_roofline(n=2048, repeats=5):
+    """GFLOP/s of a float32 (n,n) @ (n,n) with NumPy's BLAS (2 n^3 FLOPs), median of repeats."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    t, _ = median_time(lambda: np.matmul(a, b, out=out), repeats, warmup=1)
+    return 2.0 * n ** 3 / t / 1e9
+
+
+# ----------------------------------------------------------------------------------------------
+# minibert
+
+
+def minibert_forward_fn(params, config, ids, mask, tt):
+    """A closure running the inference forward (eval mode, no caches) and returning the logits."""
+    def run():
+        logits, _, _ = classify_forward(params, config, ids, mask, tt, rng=None, keep_cache=False)
+        return logits
+    return run
+
+
+def minibert_train_fn(params, config, ids, mask, tt, labels, seed=0):
+    """A closure running one train step: forward with dropout, cross-entropy, backward, AdamW."""
+    state = adamw_init(params)
+    rng = np.random.default_rng(seed)
+
+    def run():
+        logits, _, cache = classify_forward(params, config, ids, mask, tt, rng=rng)  # (B,C)
+        loss, dlogits = cross_entropy(logits, labels)
+        grads = classify_backward(dlogits, cache)
+        adamw_step(params, grads, state, LR)
+        return loss
+    return run
+
+
+def minibert_tasks(config, student_layers, batch):
+    """The NumPy engine's timed tasks: dict name -> (closure, warm-up runs), plus parameter counts."""
+    ids, mask, tt, labels = batch
+    rng = np.random.default_rng(0)
+    teacher = init_params(config, rng)
+    student_cfg = BertConfig.from_dict({**config.to_dict(), "num_layers": student_layers})
+    student = init_params(student_cfg, rng)
+    n1 = int(mask[0].sum())                                           # batch-1: one sequence, unpadded
+    one = (ids[:1, :n1], mask[:1, :n1], tt[:1, :n1])
+    tasks = {
+        "teacher_forward": (minibert_forward_fn(teacher, config, ids, mask, tt), 1),
+        "teacher_latency": (minibert_forward_fn(teacher, config, *one), 2),
+        "student_latency": (minibert_forward_fn(student, student_cfg, *one), 2),
+        "teacher_train_step": (minibert_train_fn(teacher, config, ids, mask, tt, labels), 2),
+        "student_train_step": (minibert_train_fn(student, student_cfg, ids, mask, tt, labels), 2),
+    }
+    return tasks, {"teacher_params": count_params(teacher), "student_params": count_params(student)}
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch (optional; imported lazily, only here)
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _torch_model(config, num_layers):
+    import transformers
+    hf_config = transformers.BertConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position, type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps, hidden_dropout_prob=config.hidden_dropout,
+        attention_probs_dropout_prob=config.attention_dropout, hidden_act="gelu",
+        num_labels=config.num_labels)
+    return transformers.BertForSequenceClassification(hf_config)
+
+
+def torch_forward_fn(model, ids, mask, tt):
+    import torch
+
+    def run():
+        model.eval()
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits
+    return run
+
+
+def torch_train_fn(model, ids, mask, tt, labels):
+    import torch
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+
+    def run():
+        model.train()
+        loss = model(input_ids=ids, attention_mask=mask, token_type_ids=tt, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return run
+
+
+def torch_tasks(config, student_layers, batch, threads):
+    """PyTorch's timed tasks (same config, batch and thread count) and facts about the run."""
+    import torch
+    import transformers
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ids, mask, tt, labels = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+    teacher = _torch_model(config, config.num_layers)
+    student = _torch_model(config, student_layers)
+    n1 = int(mask[0].sum())
+    one = (ids[:1, :n1], mask[:1, :n1], tt[:1, :n1])
+    tasks = {
+        "teacher_forward": (torch_forward_fn(teacher, ids, mask, tt), 1),
+        "teacher_latency": (torch_forward_fn(teacher, *one), 2),
+        "student_latency": (torch_forward_fn(student, *one), 2),
+        "teacher_train_step": (torch_train_fn(teacher, ids, mask, tt, labels), 2),
+        "student_train_step": (torch_train_fn(student, ids, mask, tt, labels), 2),
+    }
+    facts = {"torch_version": torch.__version__, "transformers_version": transformers.__version__,
+             "threads": torch.get_num_threads(),
+             "attn_implementation": getattr(teacher.config, "_attn_implementation", None),
+             "teacher_params": sum(p.numel() for p in teacher.parameters()),
+             "student_params": sum(p.numel() for p in student.parameters())}
+    return tasks, facts
+
+
+def time_interleaved(engines, repeats, say):
+    """Time every task of every engine, alternating engines run by run (so a load spike from
+    the rest of the machine hits both alike). engines: name -> {task: (fn, warmup)}.
+    Returns name -> {task + "_s": median, task + "_runs": [seconds...]}."""
+    out = {name: {} for name in engines}
+    tasks = list(next(iter(engines.values())))
+    for task in tasks:
+        say(f"  {task} ...")
+        for name, ts in engines.items():
+            fn, warmup = ts[task]
+            for _ in range(warmup):
+                fn()
+        runs = {name: [] for name in engines}
+        n = repeats if "latency" not in task else max(repeats, 10)
+        for _ in range(n):
+            for name, ts in engines.items():
+                runs[name].append(median_time(ts[task][0], 1, warmup=0)[0])
+        for name in engines:
+            out[name][task + "_s"] = statistics.median(runs[name])
+            out[name][task + "_runs"] = runs[name]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Peak memory: a fresh subprocess per engine, so nothing else this process allocated counts
+
+
+def _status_mb(field) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB.
+
+    Not resource.getrusage().ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child
+    started from a big parent would report the parent's peak. VmHWM belongs to the new process.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024                     # kB -> MiB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_child(engine, config_dict, batch_size, seq_len, steps=3):
+    """Entry point of the measuring subprocess: build the model, run `steps` train steps, print JSON.
+
+    Reports peak_rss_mb (VmHWM: the process' high-water mark, everything included: Python,
+    the libraries, parameters, gradients, AdamW moments, activations) and before_mb, the RSS just
+    before the first step (after imports, parameters and optimizer state are in place).
+    """
+    config = BertConfig.from_dict(config_dict)
+    batch = make_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)
+    if engine == "minibert":
+        params = init_params(config, np.random.default_rng(0))
+        run = minibert_train_fn(params, config, *batch)           # allocates the AdamW state
+    else:
+        import torch
+        torch.set_num_threads(max(1, blas_info()["threads"]))
+        model = _torch_model(config, config.num_layers)
+        run = torch_train_fn(model, *(torch.from_numpy(np.ascontiguousarray(a)) for a in batch))
+    before = _status_mb("VmRSS")
+    for _ in range(steps):
+        run()
+    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM"), "before_mb": before}))
+
+
+def measure_peak_rss(engine, config, batch_size, seq_len, steps=3):
+    """Run rss_child in a fresh Python. Returns its dict, or {"error": message} if it failed."""
+    code = ("import json, sys; from minibert.bench import rss_child; "
+            "rss_child(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), "
+            "int(sys.argv[5]))")
+    cmd = [sys.executable, "-c", code, engine, json.dumps(config.to_dict()), str(batch_size),
+           str(seq_len), str(steps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=True,
+              student_layers=2, config=None, roofline_n=2048, progress=None):
+    """Measure everything; returns a JSON-friendly dict (see the module docstring).
+
+    Inputs: batch_size B, seq_len T, repeats (timed runs per figure, after warm-up), with_torch
+    (compare with PyTorch when installed), with_rss (peak-RSS subprocesses), student_layers,
+    config (BertConfig of the teacher; default teacher_config()), roofline_n (size of the
+    roofline matmul), progress (callable(str) or None).
+    """
+    say = progress or (lambda msg: None)
+    config = config or teacher_config()
+    if batch_size < 1 or seq_len < 2 or seq_len > config.max_position:
+        raise MinibertError(f"bench: need --batch-size >= 1 and 2 <= --seq-len <= "
+                            f"{config.max_position}, got {batch_size} and {seq_len}")
+    if repeats < 1:
+        raise MinibertError(f"bench: --repeats must be >= 1, got {repeats}")
+    if not 1 <= student_layers <= config.num_layers:
+        raise MinibertError(f"bench: student_layers must be in [1, {config.num_layers}], got {student_layers}")
+    batch = make_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)
+    real_tokens = int(batch[1].sum())
+    blas = blas_info()
+    with open("/proc/loadavg") as f:
+        load_before = f.read().split()[:3]
+    out = {
+        "shapes": {"batch_size": batch_size, "seq_len": seq_len, "real_tokens": real_tokens,
+                   "lengths": batch[1].sum(axis=1).tolist(), "layers": config.num_layers,
+                   "student_layers": student_layers, "hidden": config.hidden_size,
+                   "heads": config.num_heads, "intermediate": config.intermediate_size,
+                   "vocab": config.vocab_size, "labels": config.num_labels, "dtype": "float32"},
+        "repeats": repeats, "numpy_version": np.__version__, "blas": blas,
+        "loadavg_before": load_before,
+    }
+    say("roofline matmul ...")
+    out["roofline_gflops"] = matmul_roofline(roofline_n, repeats)
+    out["roofline_n"] = roofline_n
+    flops = forward_flops(config, batch_size, seq_len)
+    out["teacher_forward_flops"] = flops
+    out["teacher_train_step_flops_approx"] = 3 * flops        # backward ~ 2x the forward's matmuls
+
+    say("timing (minibert and PyTorch alternate run by run) ...")
+    tasks, facts = {}, {}
+    tasks["minibert"], facts["minibert"] = minibert_tasks(config, student_layers, batch)
+    if with_torch and torch_available():
+        tasks["torch"], facts["torch"] = torch_tasks(config, student_layers, batch, blas["threads"])
+    elif with_torch:
+        out["torch_skipped"] = "torch/transformers not installed"
+    timed = time_interleaved(tasks, repeats, say)
+    engines = {name: {**facts[name], **timed[name]} for name in tasks}
+    del tasks                                                          # free both models
+    gc.collect()
+    mb = engines["minibert"]
+    for res in engines.values():
+        res["teacher_forward_gflops"] = flops / res["teacher_forward_s"] / 1e9
+        res["teacher_forward_roofline_fraction"] = res["teacher_forward_gflops"] / out["roofline_gflops"]
+        for key in ("teacher_forward", "teacher_train_step", "student_train_step"):
+            res[key + "_tokens_per_s"] = real_tokens / res[key + "_s"]
+    if with_rss:
+        for name in engines:
+            say(f"peak RSS ({name}) ...")
+            rss = measure_peak_rss(name, config, batch_size, seq_len)
+            engines[name]["teacher_train_peak_rss_mb"] = rss.get("peak_rss_mb")
+            engines[name]["teacher_train_rss_before_mb"] = rss.get("before_mb")
+            if "error" in rss:
+                engines[name]["rss_error"] = rss["error"]
+    out.update(engines)
+    if "torch" in engines:
+        ratio_keys = ("teacher_forward_s", "teacher_train_step_s", "student_train_step_s",
+                      "teacher_latency_s", "student_latency_s", "teacher_train_peak_rss_mb")
+        out["ratio_minibert_over_torch"] = {
+            k: mb[k] / engines["torch"][k] for k in ratio_keys
+            if mb.get(k) and engines["torch"].get(k)}
+    with open("/proc/loadavg") as f:
+        out["loadavg_after"] = f.read().split()[:3]
+    out["method"] = ("times: median of `repeats` runs after warm-up (1 forward, 2 train steps); "
+                     "train step = forward with dropout + cross-entropy + backward + AdamW (all "
+                     "params, no clipping); engines alternate run by run; latency (>= 10 runs): one "
+                     "unpadded sequence of the batch's first length; tokens/s: real tokens; peak "
+                     "RSS: VmHWM of a fresh subprocess "
+                     "after 3 teacher train steps (whole process)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value, unit):
+    if value is None:
+        return "-"
+    if unit == "ms":
+        return f"{value * 1e3:.1f} ms"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "tok/s":
+        return f"{value:,.0f}"
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    if unit == "%":
+        return f"{100 * value:.0f}%"
+    return f"{value:.1f}"
+
+
+def format_table(res) -> str:
+    """The human-readable table of a run_bench result."""
+    s, b = res["shapes"], res["blas"]
+    mb, th = res["minibert"], res.get("torch", {})
+    ratio = res.get("ratio_minibert_over_torch", {})
+    lines = [
+        f"shapes: B={s['batch_size']} T={s['seq_len']} ({s['real_tokens']} real tokens), "
+        f"L={s['layers']} (student {s['student_layers']}), H={s['hidden']}, nh={s['heads']}, "
+        f"I={s['intermediate']}, V={s['vocab']}, float32",
+        f"BLAS: {b.get('corename')} {b['threads']} threads; numpy {res['numpy_version']}"
+        + (f"; torch {th['torch_version']} ({th['threads']} threads, attention "
+           f"{th.get('attn_implementation')})" if th else f"; PyTorch: {res.get('torch_skipped', 'off')}"),
+        f"float32 matmul roofline ({res['roofline_n']}^2 @ {res['roofline_n']}^2): "
+        f"{res['roofline_gflops']:.1f} GFLOP/s; teacher forward = "
+        f"{res['teacher_forward_flops'] / 1e9:.2f} GFLOP (matmuls, counted analytically)",
+        f"median of {res['repeats']} runs; load average {' '.join(res['loadavg_before'])} before, "
+        f"{' '.join(res['loadavg_after'])} after",
+        "",
+    ]
+    rows = [("teacher forward (B x T)", "teacher_forward_s", "s"),
+            ("teacher train step", "teacher_train_step_s", "s"),
+            ("student train step", "student_train_step_s", "s"),
+            ("teacher latency (batch 1)", "teacher_latency_s", "ms"),
+            ("student latency (batch 1)", "student_latency_s", "ms"),
+            ("teacher forward tokens/s", "teacher_forward_tokens_per_s", "tok/s"),
+            ("teacher train tokens/s", "teacher_train_step_tokens_per_s", "tok/s"),
+            ("student train tokens/s", "student_train_step_tokens_per_s", "tok/s"),
+            ("teacher forward GFLOP/s", "teacher_forward_gflops", ""),
+            ("  of the matmul roofline", "teacher_forward_roofline_fraction", "%"),
+            ("teacher train peak RSS", "teacher_train_peak_rss_mb", "MB")]
+    table = [("", "minibert", "PyTorch", "minibert/PyTorch")]
+    for label, key, unit in rows:
+        r = ratio.get(key)
+        if r is None and th and mb.get(key) and th.get(key):
+            r = mb[key] / th[key]
+        table.append((label, _fmt(mb.get(key), unit), _fmt(th.get(key), unit) if th else "-",
+                      f"{r:.2f}" if r is not None else "-"))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for k, row in enumerate(table):
+        lines.append("  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cli_bench(args):
+    """`minibert bench [--json] [--repeats N] [--no-torch] [--batch-size B] [--seq-len T]`."""
+    res = run_bench(batch_size=getattr(args, "batch_size", 32), seq_len=getattr(args, "seq_len", 64),
+                    repeats=args.repeats, with_torch=not args.no_torch,
+                    progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
+    print(json.dumps(res, indent=2) if args.json else format_table(res))
+    return 0
