@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=64, help="padded length of the batch")
     p.set_defaults(handler="minibert.bench:cli_bench")
 
     p = sub.add_parser("demo", help="the main job: fetch, fine-tune, distil, compare, plot")
