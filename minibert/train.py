@@ -182,18 +182,23 @@ class FitResult(NamedTuple):
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_replace(path: Path, write) -> None:
+    """write(tmp) into a temporary file next to `path`, fsync it, then os.replace: readers see
+    the old file or the new one, never half of one. The temporary file never outlives a failure."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path, obj) -> None:
     """Write JSON atomically (tmp file in the same directory + os.replace)."""
-    _atomic_write_text(Path(path), json.dumps(obj, indent=2, default=str) + "\n")
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    _atomic_replace(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_checkpoint(path, params: dict, opt_state, state: dict) -> None:
@@ -207,11 +212,7 @@ def save_checkpoint(path, params: dict, opt_state, state: dict) -> None:
         tensors[f"adam_v/{name}"] = np.ascontiguousarray(opt_state.v[name])
     meta = {"minibert_checkpoint": json.dumps({**state, "format": CHECKPOINT_FORMAT,
                                                "opt_step": int(opt_state.step)}, default=str)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_replace(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_checkpoint(path):

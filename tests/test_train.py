@@ -325,3 +325,12 @@ def test_finetune_resume_without_a_checkpoint_is_refused(tiny_task, capsys):
 def test_train_config_names_the_bad_flag(flag, value):
     with pytest.raises(MinibertError, match=f"--{flag.replace('_', '-')}"):
         TrainConfig(**{flag: value}).validate()
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run_toy(tmp_path / "run", epochs=1)
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    ckpt.write_bytes(ckpt.read_bytes()[:100])                  # truncated, e.g. a full disk
+    with pytest.raises(CheckpointError, match="unreadable"):
+        run_toy(tmp_path / "run", epochs=1, resume=True)
+    assert not list((tmp_path / "run").glob(".*tmp*"))         # no temporary files left over
