@@ -251,11 +251,12 @@ def check_gelu_backward(impl: Callable) -> list[CheckResult]:
         rep.grad("dx vs finite differences", dx, lambda x_: gelu_forward(x_)[0], x, dy)
         # closed form Phi(x) + x phi(x) with math.erf, at 0 (slope 1/2) and out in the tails
         pts = np.array([0.0, 1.0, -1.0, 3.0, -3.0, 8.0, -8.0])
-        want = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
-                         for v in pts])
+        want = np.array([0.5 * (1 + math.erf(v / math.sqrt(2)))
+                         + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) for v in pts])
         _, cpts = gelu_forward(pts)
         d = rep.call("gelu_backward at x = 0, +-1, +-3, +-8", impl, np.ones_like(pts), cpts)
-        rep.close("slope Phi(x) + x phi(x) at x = 0, +-1, +-3, +-8 (closed form, math.erf)", d, want, 1e-9)
+        rep.close("slope Phi(x) + x phi(x) at x = 0, +-1, +-3, +-8 (closed form, math.erf)",
+                  d, want, CLOSED_TOL)
         _, c32 = gelu_forward(x.astype(np.float32))
         dx32 = rep.call("gelu_backward in float32", impl, dy.astype(np.float32), c32)
         rep.dtypes("float32 in, float32 out", {"dx": dx32})
@@ -306,14 +307,16 @@ def check_attention_backward(impl: Callable) -> list[CheckResult]:
         # exactly what the unpadded sequence gives.
         real = mask.astype(bool)
         dy_real = dy * real[:, :, None]
-        g_pad = rep.call("attention_backward(dy, cache) on a padded batch", impl, dy_real, cache, n_out=5)
+        g_pad = rep.call("attention_backward(dy, cache) on a padded batch", impl, dy_real, cache,
+                         n_out=5)
         n_real = int(real[1].sum())
         y1, c1 = attention_forward(x[1:, :n_real], W_qkv, b_qkv, W_o, b_o,
                                    mask_to_bias(np.ones((1, n_real)), np.float64), nh)
         g_one = rep.call("attention_backward on the unpadded sequence", impl,
                          dy_real[1:, :n_real], c1, n_out=5)
         rep.small("padded tokens receive no gradient", np.abs(g_pad[0][~real]).max(), 1e-12, "max |dx|")
-        rep.close("real tokens' dx equals the unpadded sequence's", g_pad[0][1:, :n_real], g_one[0], 1e-9)
+        rep.close("real tokens' dx equals the unpadded sequence's", g_pad[0][1:, :n_real], g_one[0],
+                  CLOSED_TOL)
 
         # Extra upstream gradients on the scores and probabilities (what attention
         # distillation sends back). Padded keys carry none, as the attention losses ensure.
@@ -408,7 +411,8 @@ def check_encoder_layer_backward(impl: Callable) -> list[CheckResult]:
 
         p32 = {k: v.astype(np.float32) for k, v in params.items()}
         y32, c32 = encoder_layer_forward(p32, config, 0, x.astype(np.float32), bias.astype(np.float32))
-        dx32, g32 = rep.call("encoder_layer_backward in float32", impl, dy.astype(np.float32), c32, n_out=2)
+        dx32, g32 = rep.call("encoder_layer_backward in float32", impl, dy.astype(np.float32), c32,
+                             n_out=2)
         rep.dtypes("float32 in, float32 out", {"dx": dx32, **g32})
 
     return _run(body)
@@ -486,7 +490,8 @@ def check_distillation_loss(impl: Callable) -> list[CheckResult]:
             rep.grad(f"dlogits at alpha={alpha}, T={T:g} vs finite differences of your loss",
                      dlogits, lambda z, a=alpha, T=T: np.array([_loss_value(impl(z, t, labels, a, T))]),
                      s, np.ones(1))
-        same = rep.call("distillation_loss(student == teacher, alpha=0)", impl, s, s.copy(), labels, 0.0, 4.0, n_out=3)
+        same = rep.call("distillation_loss(student == teacher, alpha=0)", impl, s, s.copy(), labels,
+                        0.0, 4.0, n_out=3)
         rep.small("no soft loss or gradient when the student equals the teacher",
                   max(abs(_loss_value(same)), np.abs(same[1]).max()), 1e-12, "max |value|")
         out32 = rep.call("distillation_loss in float32", impl, s.astype(np.float32),
@@ -538,13 +543,14 @@ def check_adamw_step(impl: Callable) -> list[CheckResult]:
                     kind = f"step {step}" + ("" if decayed else ", no decay")
                 rep.close(f"{short} after {kind}", params[k], ref[k][0], CLOSED_TOL)
             rep.true(f"state.step is {step}", state.step == step, f"state.step = {state.step}")
-        rep.close("state.m and state.v (bias-uncorrected moments)",
-                  np.concatenate([np.ravel(state.m[k]) for k in params] + [np.ravel(state.v[k]) for k in params]),
-                  np.concatenate([ref[k][1].ravel() for k in params] + [ref[k][2].ravel() for k in params]),
-                  CLOSED_TOL)
+        got_mv = [np.ravel(state.m[k]) for k in params] + [np.ravel(state.v[k]) for k in params]
+        want_mv = [ref[k][1].ravel() for k in params] + [ref[k][2].ravel() for k in params]
+        rep.close("state.m and state.v (bias-uncorrected moments)", np.concatenate(got_mv),
+                  np.concatenate(want_mv), CLOSED_TOL)
         p32 = {k: v.astype(np.float32) for k, v in params.items()}
         s32 = adamw_init(p32)
-        rep.call("adamw_step in float32", impl, p32, {k: np.ones_like(v) for k, v in p32.items()}, s32, **hyper)
+        ones = {k: np.ones_like(v) for k, v in p32.items()}
+        rep.call("adamw_step in float32", impl, p32, ones, s32, **hyper)
         rep.dtypes("float32 params and moments stay float32",
                    {**{k: v for k, v in p32.items()}, **{f"m[{k}]": v for k, v in s32.m.items()},
                     **{f"v[{k}]": v for k, v in s32.v.items()}})

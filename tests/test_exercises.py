@@ -143,7 +143,8 @@ def test_check_fails_naming_the_check_for_a_planted_bug(tmp_path, capsys, name):
     lines = path.read_text().splitlines(keepends=True)
     region = next(r for r in exercises.find_regions(path.read_text(), ex.module) if r.name == name)
     inside = "".join(lines[region.begin:region.end + 1])
-    assert inside.count(old) == 1, f"planted bug anchor {old!r} not found once in region {name}; update PLANTED_BUGS"
+    assert inside.count(old) == 1, (f"planted bug anchor {old!r} not found once in region {name}; "
+                                    f"update PLANTED_BUGS")
     lines[region.begin:region.end + 1] = [inside.replace(old, new)]
     path.write_text("".join(lines))
     rc, out, _ = run_cli(capsys, "check", name, "--path", str(tmp_path))
