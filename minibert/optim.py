@@ -9,8 +9,8 @@ safetensors checkpoint) and back, bit for bit, so an interrupted run resumes exa
 
 Speed: the word-embedding table is updated every step (its gradient is dense after the
 backward pass), so the update runs as in-place ufuncs with `out=` and a single reused
-scratch buffer: no float64 and no full-size temporaries. (About 14 memory passes over
-each parameter; NumPy cannot fuse them, so that is the floor for this formulation.)
+scratch buffer: no float64 and no full-size temporaries. NumPy cannot fuse the ~14
+elementwise passes, so each parameter is updated in cache-sized blocks (see _blocks).
 """
 
 from __future__ import annotations
@@ -50,9 +50,8 @@ def no_decay(name):
 class AdamWState:
     """step: number of updates done so far; m, v: first and second moment per parameter.
 
-    `scratch` is workspace, not state: one reusable buffer per dtype, as large as the largest
-    parameter, so a step does not allocate (and page-fault in) a fresh 47 MB buffer for the
-    embedding table every time (that alone made a step ~10% slower). It is never saved.
+    `scratch` is workspace, not state: one reusable buffer per dtype (one block long, see
+    _blocks), so a step allocates nothing. It is never saved.
     """
     step: int = 0
     m: dict = field(default_factory=dict)
@@ -60,12 +59,31 @@ class AdamWState:
     scratch: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-def _scratch_like(state, p):
-    """A scratch array shaped like p (contents undefined), a view into state.scratch."""
-    buf = state.scratch.get(p.dtype)
-    if buf is None or buf.size < p.size:
-        buf = state.scratch[p.dtype] = np.empty(p.size, dtype=p.dtype)
-    return buf[:p.size].reshape(p.shape)
+# Parameters are updated in flat blocks of at most _BLOCK entries. Each update is ~14 elementwise
+# passes; over the whole 30522x384 word table every pass would stream 47 MB through memory, while
+# the five arrays of one block (1 MB each in float32) stay in the CPU cache for all 14.
+# Measured, teacher-sized step (22.7M parameters, float32, one core): 57 ms whole, 41 ms blocked.
+_BLOCK = 1 << 18
+
+
+def _blocks(state, *arrays):
+    """Yield (*flat views of one block of each array, scratch of the same length), block by block.
+
+    The arrays share one shape; the views write through to them. The scratch is a view into
+    state.scratch (one buffer per dtype, reused by every step: contents undefined). An array
+    that is not C-contiguous (no flat view of it exists) makes one whole-array block instead.
+    """
+    if not all(a.flags.c_contiguous for a in arrays):
+        yield (*arrays, np.empty_like(arrays[0]))
+        return
+    flats = [a.reshape(-1) for a in arrays]
+    n = flats[0].size
+    buf = state.scratch.get(flats[0].dtype)
+    if buf is None or buf.size < min(n, _BLOCK):
+        buf = state.scratch[flats[0].dtype] = np.empty(min(max(n, 1), _BLOCK), dtype=flats[0].dtype)
+    for i in range(0, n, _BLOCK):
+        j = min(i + _BLOCK, n)
+        yield (*(f[i:j] for f in flats), buf[:j - i])
 
 
 def adamw_init(params):
@@ -133,26 +151,26 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, weigh
     t = state.step
     step_size = lr / (1.0 - beta1 ** t)                     # bias correction of m folded into lr
     inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2 ** t)        # bias correction of v
-    for name, p in params.items():
-        g, m, v = grads[name], state.m[name], state.v[name]
-        c = p.dtype.type                                    # scalars in the parameter's dtype
-        # one scratch buffer shaped like p (np.empty_like(p) would do, but allocates every step)
-        tmp = _scratch_like(state, p)
-        if weight_decay != 0 and not no_decay(name):
-            p *= c(1.0 - lr * weight_decay)                 # decoupled weight decay
-        m *= c(beta1)                                       # m = beta1*m + (1-beta1)*g
-        np.multiply(g, c(1.0 - beta1), out=tmp)
-        m += tmp
-        v *= c(beta2)                                       # v = beta2*v + (1-beta2)*g*g
-        np.multiply(g, g, out=tmp)
-        tmp *= c(1.0 - beta2)
-        v += tmp
-        np.sqrt(v, out=tmp)                                 # denom = sqrt(v)/sqrt(bc2) + eps
-        tmp *= c(inv_sqrt_bc2)
-        tmp += c(eps)
-        np.divide(m, tmp, out=tmp)                          # update direction m / denom
-        tmp *= c(-step_size)
-        p += tmp
+    for name in params:
+        decay = weight_decay != 0 and not no_decay(name)
+        # p, g, m, v: flat views of one block of this parameter (updated in place); tmp: scratch
+        for p, g, m, v, tmp in _blocks(state, params[name], grads[name], state.m[name], state.v[name]):
+            c = p.dtype.type                                # scalars in the parameter's dtype
+            if decay:
+                p *= c(1.0 - lr * weight_decay)             # decoupled weight decay
+            m *= c(beta1)                                   # m = beta1*m + (1-beta1)*g
+            np.multiply(g, c(1.0 - beta1), out=tmp)
+            m += tmp
+            v *= c(beta2)                                   # v = beta2*v + (1-beta2)*g*g
+            np.multiply(g, g, out=tmp)
+            tmp *= c(1.0 - beta2)
+            v += tmp
+            np.sqrt(v, out=tmp)                             # denom = sqrt(v)/sqrt(bc2) + eps
+            tmp *= c(inv_sqrt_bc2)
+            tmp += c(eps)
+            np.divide(m, tmp, out=tmp)                      # update direction m / denom
+            tmp *= c(-step_size)
+            p += tmp
     # END EXERCISE adamw_step
 
 
