@@ -66,8 +66,8 @@ for name, config, init in students:
     g = tuple(uniform_layer_map(L, tconfig.num_layers))
     narrow = config.hidden_size != tconfig.hidden_size
     settings = DistillSettings(0.5, 2.0, hidden_weight=1.0 if narrow else 0.0, layer_map=g)
-    key = (g, settings.needs_hidden)
-    if key not in caches:                                # the teacher runs once per layer map
+    key = g if settings.needs_hidden else "logits"       # logits do not depend on the layer map
+    if key not in caches:
         caches[key] = TeacherCache(tparams, tconfig, train, settings, batch_size=task.batch_size)
     init_layers = default_init_layers(L, tconfig.num_layers) if init == "teacher" else None
     t0 = time.perf_counter()
