@@ -35,7 +35,7 @@ PLANTED_BUGS = {
     "attention_backward": ("dqkv_heads[0] *= scale", "pass",
                            "dx vs finite differences (with a padding mask)"),
     "encoder_layer_backward": ("dx += ds1", "pass", "dx vs finite differences"),
-    "adamw_step": ("if weight_decay != 0 and not no_decay(name):", "if weight_decay != 0:",
+    "adamw_step": ("decay = weight_decay != 0 and not no_decay(name)", "decay = weight_decay != 0",
                    "ffn.in.b after first step"),
     "distillation_loss": ("w_soft = dt((1.0 - alpha) * T * T)", "w_soft = dt(1.0 - alpha)",
                           "loss at alpha=0.5, T=2"),
