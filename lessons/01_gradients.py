@@ -9,7 +9,7 @@ is the definition of a derivative: nudge one input by h, see how much the loss m
 The first term (truncation) shrinks with h; the second (rounding: f is only known to machine
 precision eps) grows as h shrinks. So each scheme has a best h, and the centred one is far
 better: about eps^(2/3) instead of eps^(1/2). In float64 (eps 2.2e-16) a centred difference
-is good to ~1e-10; in float32 (eps 1.2e-7) only to ~1e-4, too coarse to tell a right gradient
+is good to ~1e-10; in float32 (eps 1.2e-7) only to ~1e-4..1e-3, too coarse to tell a right gradient
 from a slightly wrong one. That is why every gradient check in minibert runs in float64.
 
 The layer: y = x @ W + b (minibert.layers.linear_forward), followed by tanh and a fixed random
