@@ -95,6 +95,12 @@ alpha_curve = [(0.0, runs["teacher init, soft only (alpha=0, T=2)"]),
                (0.5, runs["teacher init, KD (alpha=0.5, T=2)"]),
                (1.0, runs["teacher init, hard labels only"])]
 t_curve = [(T, runs[f"teacher init, soft only (alpha=0, T={T})"]) for T in (1, 2, 5)]
+entropy = {}                      # how much of the teacher's distribution each T exposes
+for T, _ in t_curve:
+    q = softmax(teacher.logits / T)
+    entropy[T] = float(-(q * np.log(q + 1e-12)).sum(1).mean() / np.log(q.shape[1]))
+print("mean entropy of the teacher's soft targets on the training set, / ln C: "
+      + ", ".join(f"T={T}: {e:.3f}" for T, e in entropy.items()))
 
 import matplotlib.pyplot as plt
 
@@ -111,6 +117,8 @@ for ax, curve, xlabel, title in ((axes[1], alpha_curve, "alpha (weight of the ha
     xs = [c[0] for c in curve]
     ax.plot(xs, [c[1]["acc"] for c in curve], "o-", label="dev accuracy")
     ax.plot(xs, [c[1]["agree"] for c in curve], "s--", label="agreement with teacher")
+    if ax is axes[2]:
+        ax.plot(xs, [entropy[x] for x in xs], "^:", label="soft-target entropy / ln C")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.set_ylim(0, 1)
@@ -123,4 +131,5 @@ print(f"\nteacher init starts with loss {ti['first']:.3f} vs random init {ri['fi
 assert ti["first"] < ri["first"], (ti, ri)                 # copied layers start closer to the teacher
 assert ti["acc"] >= ri["acc"] and ti["agree"] >= ri["agree"], (ti, ri)
 assert ri["last"] < ri["first"], ri                        # the random student does learn
+assert entropy[1] < entropy[2] < entropy[5]                 # higher T, softer targets
 done(args)
