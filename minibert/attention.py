@@ -126,8 +126,9 @@ def attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads, dropout_p=0.0, r
         dropped, drop = dropout_forward(probs, dropout_p, rng)        # (B,nh,T,T)
     else:
         dropped, drop = probs, DropoutCache(None)                     # no copy needed: read only
-    ctx = dropped @ v                                                 # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
-    ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, H)                  # -> (B,T,nh,hs) -> (B,T,H)
+    ctx = np.empty((B, T, nh, hs), dtype=x.dtype)                     # heads side by side again:
+    np.matmul(dropped, v, out=ctx.transpose(0, 2, 1, 3))              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs) view
+    ctx = ctx.reshape(B, T, H)                                        # (B,T,nh,hs) -> (B,T,H), no copy
     y, out_cache = linear_forward(ctx, W_o, b_o)                      # (B,T,H) -> (B,T,H)
     return y, AttentionCache(qkv_cache, q, k, v, scores, probs, drop, out_cache, scale)
 
@@ -169,9 +170,9 @@ def attention_backward(dy, cache, dscores=None, dprobs=None):
     # 5) scores = (scale * q_raw) @ k^T + bias; the cached q already holds scale * q_raw
     dqkv = np.empty((B, T, 3, nh, hs), dtype=dy.dtype)                # heads back side by side
     dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                        # (3,B,nh,T,hs) view into dqkv
-    dqkv_heads[0] = ds @ k                                            # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
+    np.matmul(ds, k, out=dqkv_heads[0])                               # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
     dqkv_heads[0] *= scale
-    dqkv_heads[1] = ds.swapaxes(-1, -2) @ q                           # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
+    np.matmul(ds.swapaxes(-1, -2), q, out=dqkv_heads[1])              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
     dqkv_heads[2] = dv
     # 6) qkv = x @ W_qkv + b_qkv
     dx, dW_qkv, db_qkv = linear_backward(dqkv.reshape(B, T, 3 * H), qkv_cache)
