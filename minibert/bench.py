@@ -15,8 +15,9 @@ V=30522; random weights from model.init_params) and one padded batch (B=32, T=64
     tokens per second      real (non-padding) tokens / median time
     peak RSS               of a fresh subprocess that builds the teacher and runs train steps
                            (VmHWM in /proc/self/status: the high-water mark of the whole process)
-    roofline               GFLOP/s of one large float32 a @ b on this machine, and the fraction
-                           of it the teacher forward reaches (its FLOPs counted analytically)
+    roofline               GFLOP/s of one large float32 a @ b on this machine (timed in the same
+                           rounds as the teacher forwards), and the fraction of it the teacher
+                           forward reaches (its FLOPs counted analytically)
 
 and, when torch and transformers are installed (imported here only, lazily), the same for
 transformers' BertForSequenceClassification with the same config and thread count, in the same
@@ -153,14 +154,13 @@ def blas_info() -> dict:
     return info
 
 
-def matmul_roofline(n=2048, repeats=5):
-    """GFLOP/s of a float32 (n,n) @ (n,n) with NumPy's BLAS (2 n^3 FLOPs), median of repeats."""
+def roofline_fn(n=2048):
+    """A closure computing one float32 (n,n) @ (n,n) with NumPy's BLAS: 2 n^3 FLOPs."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
-    t, _ = median_time(lambda: np.matmul(a, b, out=out), repeats, warmup=1)
-    return 2.0 * n ** 3 / t / 1e9
+    return lambda: np.matmul(a, b, out=out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,25 +283,29 @@ def torch_tasks(config, student_layers, batch, threads):
     return tasks, facts
 
 
-def time_interleaved(engines, repeats, say):
+def time_interleaved(engines, repeats, say, companions=None):
     """Time every task of every engine, alternating engines run by run (so a load spike from
-    the rest of the machine hits both alike). engines: name -> {task: (fn, warmup)}.
-    Returns name -> {task + "_s": median, task + "_runs": [seconds...]}."""
+    the rest of the machine hits both alike). engines: name -> {task: (fn, warmup)};
+    companions: task -> {name: fn}, extra functions timed in the same rounds as that task
+    (the roofline matmul runs between teacher forwards, so both see the same machine).
+    Returns name -> {task + "_s": median, task + "_runs": [seconds...]} (companions included)."""
+    companions = companions or {}
     out = {name: {} for name in engines}
     tasks = list(next(iter(engines.values())))
     for task in tasks:
         say(f"  {task} ...")
-        for name, ts in engines.items():
-            fn, warmup = ts[task]
+        timed = {name: ts[task] for name, ts in engines.items()}
+        timed.update({name: (fn, 1) for name, fn in companions.get(task, {}).items()})
+        for fn, warmup in timed.values():
             for _ in range(warmup):
                 fn()
-        runs = {name: [] for name in engines}
+        runs = {name: [] for name in timed}
         n = repeats if "latency" not in task else max(repeats, 10)
         for _ in range(n):
-            for name, ts in engines.items():
-                runs[name].append(median_time(ts[task][0], 1, warmup=0)[0])
-        for name in engines:
-            out[name][task + "_s"] = statistics.median(runs[name])
+            for name, (fn, _) in timed.items():
+                runs[name].append(median_time(fn, 1, warmup=0)[0])
+        for name in timed:
+            out.setdefault(name, {})[task + "_s"] = statistics.median(runs[name])
             out[name][task + "_runs"] = runs[name]
     return out
 
@@ -395,8 +399,6 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
         "repeats": repeats, "numpy_version": np.__version__, "blas": blas,
         "loadavg_before": load_before,
     }
-    say("roofline matmul ...")
-    out["roofline_gflops"] = matmul_roofline(roofline_n, repeats)
     out["roofline_n"] = roofline_n
     flops = forward_flops(config, batch_size, seq_len)
     out["teacher_forward_flops"] = flops
@@ -409,7 +411,10 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
         tasks["torch"], facts["torch"] = torch_tasks(config, student_layers, batch, blas["threads"])
     elif with_torch:
         out["torch_skipped"] = "torch/transformers not installed"
-    timed = time_interleaved(tasks, repeats, say)
+    timed = time_interleaved(tasks, repeats, say, {"teacher_forward": {"roofline": roofline_fn(roofline_n)}})
+    roof = timed.pop("roofline")
+    out["roofline_s"], out["roofline_runs"] = roof["teacher_forward_s"], roof["teacher_forward_runs"]
+    out["roofline_gflops"] = 2.0 * roofline_n ** 3 / out["roofline_s"] / 1e9
     engines = {name: {**facts[name], **timed[name]} for name in tasks}
     del tasks                                                          # free both models
     gc.collect()
@@ -437,6 +442,8 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
     with open("/proc/loadavg") as f:
         out["loadavg_after"] = f.read().split()[:3]
     out["method"] = ("times: median of `repeats` runs after warm-up (1 forward, 2 train steps); "
+                     "roofline: 2 n^3 / median time of a float32 (n,n) @ (n,n), run between the "
+                     "teacher forwards; "
                      "train step = forward with dropout + cross-entropy + backward + AdamW (all "
                      "params, no clipping); engines alternate run by run; latency (>= 10 runs): one "
                      "unpadded sequence of the batch's first length; tokens/s: real tokens; peak "
