@@ -210,3 +210,27 @@ def test_stub_generation_rejects_broken_markers():
     outside = "# BEGIN EXERCISE linear_backward\nx = 1\n# END EXERCISE linear_backward\n"
     with pytest.raises(ValueError, match="not inside a function"):
         exercises.find_regions(outside, "layers")
+
+
+def test_make_stubs_keeps_comments_and_docstring_and_replaces_the_code():
+    source = '''def linear_backward(dy, cache):
+    """Docstring stays."""
+    x, W = cache
+    # BEGIN EXERCISE linear_backward
+    # 1) a numbered step stays
+    dx = dy @ W.T            # (N, M) @ (M, D) -> (N, D)
+    s = "# not a comment"
+    # END EXERCISE linear_backward
+    return dx
+'''
+    stub = exercises.make_stubs(source, "layers")
+    lines = stub.splitlines()
+    assert '    """Docstring stays."""' in lines and "    x, W = cache" in lines   # outside the region
+    assert "    # 1) a numbered step stays" in lines
+    assert "    # (N, M) @ (M, D) -> (N, D)" in lines          # a trailing shape comment, on its own line
+    assert not any("dy @ W.T" in ln or "not a comment" in ln for ln in lines)
+    assert "    raise NotImplementedError(" in lines and "    return dx" in lines
+    namespace = {}
+    exec(compile(stub, "stub", "exec"), namespace)
+    with pytest.raises(NotImplementedError, match="Exercise linear_backward: "):
+        namespace["linear_backward"](None, (None, None))
