@@ -20,7 +20,7 @@ student can do (`minibert distill --epochs 3` on the full corpus does better).
 Run: python lessons/09_compression.py [--tiny]
 """
 
-from _common import OUT, Task, done, finetuned_teacher, parse_args, savefig, section
+from _common import OUT, Task, done, drop_checkpoints, finetuned_teacher, parse_args, savefig, section
 
 import shutil
 import time
@@ -77,6 +77,8 @@ for name, config, init in students:
           f"{len(run.fit.step_losses)} steps, dev accuracy {run.fit.best_metrics['accuracy']:.3f} "
           f"({time.perf_counter() - t0:.1f} s)")
     models.append((name, run.params, config))
+
+drop_checkpoints(run_root)                               # resumable checkpoints: not needed here
 
 section("3. Accuracy, parameters, latency")
 rows = compare_models(models, dev, batch_size=task.batch_size, rounds=3, repeats=2 if args.tiny else 3)

@@ -155,7 +155,16 @@ def finetune_teacher(task: Task, out_dir: Path, verbose: bool = True):
               lambda epoch, rng: train_batches(train, task.finetune.batch_size, rng),
               make_eval_fn(config, dev, task.finetune.batch_size), run_dir, task.finetune,
               on_best=on_best)
+    drop_checkpoints(run_dir)
     return res, best["params"], config
+
+
+def drop_checkpoints(directory: Path) -> None:
+    """Delete fit's resumable checkpoints (params + Adam moments: 3x the model) under a run
+    directory: a lesson never resumes, and a MiniLM checkpoint is 260 MB."""
+    from minibert.train import CHECKPOINT_NAME
+    for path in Path(directory).rglob(CHECKPOINT_NAME):
+        path.unlink()
 
 
 def finetuned_teacher(task: Task):
