@@ -47,7 +47,7 @@ class DemoSizes(NamedTuple):
 
 
 FULL = DemoSizes(teacher_train=2000, student_train=4000, dev=400, test=None, max_length=64,
-                 teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
+                 teacher_epochs=2, student_epochs=3, batch_size=32, teacher_lr=1e-4,
                  student_lr=2e-4)
 QUICK = DemoSizes(teacher_train=500, student_train=1000, dev=200, test=600, max_length=48,
                   teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
