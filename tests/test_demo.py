@@ -118,3 +118,17 @@ def test_sweep_reuses_teacher_and_logits_and_writes_table(tiny_setup, first_run,
     md = (out / "sweep" / "sweep.md").read_text()
     assert "| T=4 |" in md and (out / "sweep" / "sweep.png").is_file()
     assert json.loads((out / "sweep" / "sweep.json").read_text())["rows"] == rows
+
+
+def test_summarize_seeds_reports_mean_and_spread(first_run, tmp_path):
+    out = first_run[0]
+    res = json.loads((out / "results.json").read_text())
+    other = tmp_path / "seed1"
+    other.mkdir()
+    res2 = dict(res, seed=1, rows=[dict(r, accuracy=r["accuracy"] - 0.1) for r in res["rows"]])
+    (other / "results.json").write_text(json.dumps(res2))
+    text = demo.summarize_seeds([out, other])
+    acc = [res["rows"][1]["accuracy"], res["rows"][1]["accuracy"] - 0.1]
+    expected = f"{np.mean(acc):.4f} ± {np.std(acc, ddof=1):.4f}"
+    assert f"| student KD | {expected} |" in text
+    assert "| 1 |" in text and "seeds [0, 1]" in text
