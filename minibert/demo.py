@@ -1,20 +1,22 @@
 """`minibert demo`: the main job, end to end on the default data.
 
     fetch + convert the teacher (all-MiniLM-L6-v2)  ->  load the default tweets
-    ->  fine-tune the teacher  ->  cache its logits on the transfer set (once)
+    ->  fine-tune the teacher  ->  cache its logits on the training subset (once)
     ->  distil a 2-layer student (alpha*CE + (1-alpha)*T^2*KL)
     ->  train the SAME student (same init, same data, same steps) on hard labels only (alpha=1)
     ->  one table on the test split: accuracy, macro-F1, params, ms/example, speed-up
     ->  results.json / results.md, training_curves.png, accuracy_vs_speed.png under --out
 
-Sizes. A 6-layer teacher fine-tunes at roughly 30 examples/s on an idle 2-core CPU in NumPy
-(forward + backward, T ~ 35 tokens), its forward alone runs ~3x faster and the 2-layer
-student's training step ~3x faster than the teacher's. So the teacher is fine-tuned on a
-stratified subset (TEACHER_TRAIN examples), and the students learn from a larger transfer set
-(STUDENT_TRAIN examples, a superset) on which the teacher's logits cost one forward pass.
-The hard-label control sees the same transfer set with its gold labels. `--quick` shrinks
-everything for a classroom run. The subsets are drawn with a fixed data seed (0), so the
-seeds (`--seed N`) vary only the training randomness (head init, shuffling, dropout).
+Sizes. Measured on a 2-core CPU shared with other jobs (load 4-7): the 6-layer teacher
+fine-tunes at 7-17 examples/s in NumPy (forward + backward, batch 32, T ~ 35 tokens), its
+forward alone runs ~5x faster and the 2-layer student trains ~3x faster. So the demo
+uses a stratified subset of the training split: the teacher is fine-tuned on it, and both
+students train on the SAME examples (the classic setting: a student never sees gold labels
+the teacher did not see). The hard-label control gets the same examples, init, steps and
+seed; only the loss differs. `--quick` shrinks everything for a classroom run. The subsets are
+drawn with a fixed data seed (0), so `--seed N` varies only the training randomness (head
+init, shuffling, dropout). DemoSizes also allows a larger transfer set than the teacher's
+(teacher_train < student_train): the teacher's logits on it cost one forward pass.
 
 Re-running in the same --out reuses the fine-tuned teacher and its cached logits when they
 were made with the same settings; `--sweep` (temperature x alpha) reuses them too.
@@ -46,10 +48,10 @@ class DemoSizes(NamedTuple):
     student_lr: float
 
 
-FULL = DemoSizes(teacher_train=2000, student_train=4000, dev=400, test=None, max_length=64,
+FULL = DemoSizes(teacher_train=2500, student_train=2500, dev=400, test=None, max_length=64,
                  teacher_epochs=2, student_epochs=3, batch_size=32, teacher_lr=1e-4,
                  student_lr=2e-4)
-QUICK = DemoSizes(teacher_train=500, student_train=1000, dev=200, test=600, max_length=48,
+QUICK = DemoSizes(teacher_train=800, student_train=800, dev=200, test=600, max_length=48,
                   teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
                   student_lr=2e-4)
 STUDENT_LAYERS = 2
