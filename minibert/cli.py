@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from minibert.errors import MinibertError
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"minibert {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                  # `minibert exercises list | head`: the reader left
+        sys.stdout = open(os.devnull, "w")   # keep Python's exit-time flush from failing again
+        return 0
     return int(result or 0)
 
 
