@@ -433,12 +433,22 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
             if "error" in rss:
                 engines[name]["rss_error"] = rss["error"]
     out.update(engines)
+    # Paired figures: run i of each engine (and of the roofline) ran back to back, under the same
+    # load, so the median over i of their ratio is steadier than a ratio of medians when the
+    # machine is shared.
+    for res in engines.values():
+        res["teacher_forward_roofline_fraction_paired"] = statistics.median(
+            r / f for r, f in zip(roof["teacher_forward_runs"], res["teacher_forward_runs"])
+        ) * flops / (2.0 * roofline_n ** 3)
     if "torch" in engines:
+        th = engines["torch"]
         ratio_keys = ("teacher_forward_s", "teacher_train_step_s", "student_train_step_s",
                       "teacher_latency_s", "student_latency_s", "teacher_train_peak_rss_mb")
         out["ratio_minibert_over_torch"] = {
-            k: mb[k] / engines["torch"][k] for k in ratio_keys
-            if mb.get(k) and engines["torch"].get(k)}
+            k: mb[k] / th[k] for k in ratio_keys if mb.get(k) and th.get(k)}
+        out["ratio_minibert_over_torch_paired"] = {
+            k: statistics.median(a / b for a, b in zip(mb[k[:-2] + "_runs"], th[k[:-2] + "_runs"]))
+            for k in ratio_keys[:-1]}
     with open("/proc/loadavg") as f:
         out["loadavg_after"] = f.read().split()[:3]
     out["method"] = ("times: median of `repeats` runs after warm-up (1 forward, 2 train steps); "
@@ -488,7 +498,8 @@ def format_table(res) -> str:
         f"{res['roofline_gflops']:.1f} GFLOP/s; teacher forward = "
         f"{res['teacher_forward_flops'] / 1e9:.2f} GFLOP (matmuls, counted analytically)",
         f"median of {res['repeats']} runs; load average {' '.join(res['loadavg_before'])} before, "
-        f"{' '.join(res['loadavg_after'])} after",
+        f"{' '.join(res['loadavg_after'])} after; 'paired': median over runs of the ratio of two "
+        f"runs made back to back (for the roofline row: minibert's fraction, paired)",
         "",
     ]
     rows = [("teacher forward (B x T)", "teacher_forward_s", "s"),
@@ -502,14 +513,21 @@ def format_table(res) -> str:
             ("teacher forward GFLOP/s", "teacher_forward_gflops", ""),
             ("  of the matmul roofline", "teacher_forward_roofline_fraction", "%"),
             ("teacher train peak RSS", "teacher_train_peak_rss_mb", "MB")]
-    table = [("", "minibert", "PyTorch", "minibert/PyTorch")]
+    paired = res.get("ratio_minibert_over_torch_paired", {})
+    table = [("", "minibert", "PyTorch", "minibert/PyTorch", "paired")]
     for label, key, unit in rows:
         r = ratio.get(key)
         if r is None and th and mb.get(key) and th.get(key):
             r = mb[key] / th[key]
+        pr = paired.get(key)
+        if key == "teacher_forward_roofline_fraction":
+            pr = mb.get(key + "_paired")                  # here: minibert's own paired fraction
+            pr = _fmt(pr, "%") if pr is not None else "-"
+        else:
+            pr = f"{pr:.2f}" if pr is not None else "-"
         table.append((label, _fmt(mb.get(key), unit), _fmt(th.get(key), unit) if th else "-",
-                      f"{r:.2f}" if r is not None else "-"))
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+                      f"{r:.2f}" if r is not None else "-", pr))
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
     for k, row in enumerate(table):
         lines.append("  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
         if k == 0:

@@ -18,7 +18,7 @@ TIMES = ("teacher_forward_s", "teacher_train_step_s", "student_train_step_s",
          "teacher_latency_s", "student_latency_s")
 DERIVED = ("teacher_forward_tokens_per_s", "teacher_train_step_tokens_per_s",
            "student_train_step_tokens_per_s", "teacher_forward_gflops",
-           "teacher_forward_roofline_fraction")
+           "teacher_forward_roofline_fraction", "teacher_forward_roofline_fraction_paired")
 
 
 def tiny_run(**kw):
@@ -90,6 +90,7 @@ def test_torch_comparison_reports_ratios():
     assert th["teacher_params"] == res["minibert"]["teacher_params"]   # same architecture
     for key in TIMES:
         assert th[key] > 0 and ratio[key] == pytest.approx(res["minibert"][key] / th[key])
+        assert res["ratio_minibert_over_torch_paired"][key] > 0
 
 
 def test_engine_threads_give_bit_identical_results(monkeypatch):
