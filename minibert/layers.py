@@ -48,9 +48,17 @@ def check_same_dtype(name, a, ref_name, ref):
 
 
 def check_finite(name, a):
-    """ValueError if `a` holds NaN or inf. Costs one reduction (a sum) when everything is finite."""
+    """ValueError if `a` holds NaN or inf. Costs one reduction (a sum) when everything is finite
+    (split across threads for big arrays, see parallel_for)."""
+    flat, parts = a.reshape(-1) if a.flags.c_contiguous else None, []
+
+    def partial_sum(lo, hi):
+        with np.errstate(over="ignore", invalid="ignore"):
+            parts.append(flat[lo:hi].sum() if flat is not None else a.sum())
+
+    parallel_for(partial_sum, a.size if flat is not None else 1)
     with np.errstate(over="ignore", invalid="ignore"):
-        total = a.sum()
+        total = sum(parts)
     if np.isfinite(total):
         return
     bad = np.size(a) - np.count_nonzero(np.isfinite(a))   # the sum may merely have overflowed
