@@ -48,10 +48,10 @@ class DemoSizes(NamedTuple):
     student_lr: float
 
 
-FULL = DemoSizes(teacher_train=2500, student_train=2500, dev=400, test=None, max_length=64,
-                 teacher_epochs=2, student_epochs=3, batch_size=32, teacher_lr=1e-4,
+FULL = DemoSizes(teacher_train=2500, student_train=5000, dev=400, test=None, max_length=64,
+                 teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
                  student_lr=2e-4)
-QUICK = DemoSizes(teacher_train=800, student_train=800, dev=200, test=600, max_length=48,
+QUICK = DemoSizes(teacher_train=800, student_train=1600, dev=200, test=600, max_length=48,
                   teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
                   student_lr=2e-4)
 STUDENT_LAYERS = 2
@@ -83,19 +83,31 @@ def subsample(examples: list, n: int | None, rng: np.random.Generator) -> list:
 
 def prepare_data(dataset, tokenizer, sizes: DemoSizes) -> DemoData:
     """Stratified subsets (fixed DATA_SEED) of a data.Dataset, tokenised once.
-    The teacher's training examples are a subset of the students' transfer set."""
+
+    The teacher is fine-tuned on teacher_train labelled examples. The students' transfer set
+    holds those plus (student_train - teacher_train) further training examples WITHOUT their
+    gold labels (label -1): only the teacher labels them, which is what a teacher is for.
+    """
     from minibert.train import encode_examples
     student = subsample(dataset.train, sizes.student_train, np.random.default_rng([DATA_SEED, 0]))
-    teacher = subsample(student, sizes.teacher_train, np.random.default_rng([DATA_SEED, 1]))
+    keep = set(range(len(student)))
+    if sizes.teacher_train < len(student):
+        from minibert.data import stratified_subsample
+        keep = set(stratified_subsample([e.label for e in student], sizes.teacher_train,
+                                        np.random.default_rng([DATA_SEED, 1])).tolist())
+    teacher = [e for i, e in enumerate(student) if i in keep]
     dev = subsample(dataset.dev, sizes.dev, np.random.default_rng([DATA_SEED, 2]))
     test = subsample(dataset.test, sizes.test, np.random.default_rng([DATA_SEED, 3]))
     enc = {name: encode_examples(tokenizer, ex, sizes.max_length)
            for name, ex in (("teacher", teacher), ("student", student), ("dev", dev),
                             ("test", test))}
+    gold = np.array([i in keep for i in range(len(student))])                   # (N,)
+    enc["student"] = enc["student"]._replace(labels=np.where(gold, enc["student"].labels, -1))
     info = {"dataset": dataset.name, "labels": list(dataset.labels),
             "available": {"train": len(dataset.train), "dev": len(dataset.dev),
                           "test": len(dataset.test)},
             "used": {"teacher_train": len(teacher), "student_train": len(student),
+                     "transfer_without_labels": int((~gold).sum()),
                      "dev": len(dev), "test": len(test)},
             "max_length": sizes.max_length, "data_seed": DATA_SEED}
     return DemoData(list(dataset.labels), enc["teacher"], enc["student"], enc["dev"],
@@ -176,7 +188,7 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: 
 
 def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoData,
                 sizes: DemoSizes, seed: int, alpha: float, temperature: float, out_dir: Path,
-                progress: bool = True) -> dict:
+                progress: bool = True, train_split=None, epochs: int | None = None) -> dict:
     """Train one 2-layer student (uniform init from the teacher; the init depends on the
     seed only, so every student of a demo starts identical) and return a summary dict with
     its params, config and fit history."""
@@ -188,14 +200,15 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
     settings = DistillSettings(alpha, temperature,
                                layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
                                                                  teacher_config.num_layers)))
-    tcfg = TrainConfig(epochs=sizes.student_epochs, lr=sizes.student_lr,
+    tcfg = TrainConfig(epochs=epochs or sizes.student_epochs, lr=sizes.student_lr,
                        batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
                        progress=progress)
     if out_dir.exists():
         shutil.rmtree(out_dir)                      # the demo's own previous student
     t0 = time.perf_counter()
     run = train_student(teacher_params, teacher_config, config, init_layers, settings, teacher,
-                        data.student_train, data.dev, out_dir, tcfg,
+                        train_split if train_split is not None else data.student_train,
+                        data.dev, out_dir, tcfg,
                         run_config={"command": f"demo-{name}", "alpha": alpha,
                                     "temperature": temperature, "init_layers": init_layers},
                         head_record={"data": "default (demo subset)"})
@@ -205,6 +218,16 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
             "time_s": time.perf_counter() - t0, "best_epoch": run.fit.best_epoch,
             "dev": run.fit.best_metrics, "history": run.fit.history,
             "step_losses": run.fit.step_losses}
+
+
+def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
+    """Epochs for the hard-label control so that it takes as many steps as the KD student:
+    it can only use the labelled examples (teacher_train), the KD student the whole transfer
+    set, so the control makes proportionally more passes over its smaller set."""
+    def steps(n):
+        return -(-n // sizes.batch_size)
+    ratio = steps(len(data.student_train.labels)) / steps(len(data.teacher_train.labels))
+    return max(1, int(round(sizes.student_epochs * ratio)))
 
 
 # ----------------------------------------------------------------------------- plots
@@ -347,12 +370,17 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
 
     runs = {}
     if not sweep:
-        for name, alpha in (("student KD", ALPHA), ("student hard-only", 1.0)):
+        control_epochs = hard_only_epochs(data, sizes)
+        for name, alpha, split, epochs in (
+                ("student KD", ALPHA, data.student_train, sizes.student_epochs),
+                ("student hard-only", 1.0, data.teacher_train, control_epochs)):
             print(f"--- {name}: alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher layers "
-                  f"(uniform), seed {seed}", flush=True)
+                  f"(uniform), seed {seed}, {len(split.labels)} examples x {epochs} epochs",
+                  flush=True)
             t0 = time.perf_counter()
             runs[name] = student_run(name, tparams, tconfig, teacher, data, sizes, seed, alpha,
-                                     TEMPERATURE, out / name.replace(" ", "_"), progress)
+                                     TEMPERATURE, out / name.replace(" ", "_"), progress,
+                                     train_split=split, epochs=epochs)
             timings[name.replace(" ", "_") + "_s"] = time.perf_counter() - t0
     else:
         t0 = time.perf_counter()

@@ -31,7 +31,8 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.losses import attention_mse, cosine_loss, distillation_loss, hidden_mse
+from minibert.losses import (attention_mse, cosine_loss, cross_entropy, distillation_loss,
+                             hidden_mse, soft_kl)
 from minibert.model import BertConfig, classify_backward, classify_forward, init_params
 
 PROJ_PREFIX = "distill.proj."   # learned projections live in the student params under this prefix
@@ -261,6 +262,35 @@ def select_teacher_outputs(out, settings: DistillSettings) -> tuple[list | None,
     return hidden, scores
 
 
+def soft_hard_loss(logits: np.ndarray, teacher_logits: np.ndarray, labels: np.ndarray,
+                   settings: DistillSettings) -> tuple[float, np.ndarray, dict]:
+    """alpha*CE + (1-alpha)*T^2*KL, where a label of -1 means "no gold label" (an example of a
+    transfer set that only the teacher labels): CE is then the mean over the labelled rows
+    only (0 if there are none) and the KL still covers every row.
+
+    Inputs: logits / teacher_logits (B,C), labels (B,) int (-1 = unlabelled), settings.
+    Returns: loss (float), dlogits (B,C) fresh, parts {"ce","kl","hidden","attention","cosine"}.
+    """
+    labels = np.asarray(labels)
+    has = labels >= 0                                                   # (B,)
+    a, T = settings.alpha, settings.temperature
+    if has.all():
+        loss, dlogits, p = distillation_loss(logits, teacher_logits, labels, a, T)
+        ce, kl = float(p["ce"]), float(p["kl"])
+    else:
+        dt = logits.dtype.type
+        kl, dkl = soft_kl(logits, teacher_logits, T)
+        dlogits = dkl * dt((1.0 - a) * T * T)                           # (B,C)
+        ce = 0.0
+        if has.any():
+            ce, dce = cross_entropy(logits[has], labels[has])           # mean over labelled rows
+            dlogits[has] += dce * dt(a)
+        kl = float(kl)
+        loss = a * float(ce) + (1.0 - a) * T * T * kl
+    return float(loss), dlogits, {"ce": float(ce), "kl": kl, "hidden": 0.0, "attention": 0.0,
+                                  "cosine": 0.0}
+
+
 def distill_loss(params: dict, config: BertConfig, ids: np.ndarray, mask: np.ndarray,
                  token_type_ids: np.ndarray | None, labels: np.ndarray,
                  teacher: TeacherBatch, settings: DistillSettings,
@@ -268,7 +298,7 @@ def distill_loss(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
     """One student forward + backward against the teacher's targets.
 
     Inputs: student params (may include "distill.proj.*"), config, ids/mask/token types
-    (B,T), gold labels (B,), the TeacherBatch, the settings, rng (None = no dropout).
+    (B,T), gold labels (B,) (-1 = none: see soft_hard_loss), the TeacherBatch, the settings, rng (None = no dropout).
     Returns: (loss, grads, parts). grads are fresh arrays with the keys of params;
     parts = {"ce", "kl", "hidden", "attention", "cosine"} as floats (unweighted values).
     """
@@ -276,11 +306,7 @@ def distill_loss(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
     model_params = strip_projections(params)             # the model checks its keys exactly
     logits, out, cache = classify_forward(model_params, config, ids, mask, token_type_ids, rng=rng,
                                           output_hidden=want_h, output_attentions=want_s)
-    loss, dlogits, parts = distillation_loss(logits, teacher.logits, labels,
-                                             settings.alpha, settings.temperature)
-    loss = float(loss)
-    parts = {"ce": float(parts["ce"]), "kl": float(parts["kl"]),
-             "hidden": 0.0, "attention": 0.0, "cosine": 0.0}
+    loss, dlogits, parts = soft_hard_loss(logits, teacher.logits, labels, settings)
     dt = logits.dtype.type
     extra = {}                                           # projection grads
     dhidden = dscores = None

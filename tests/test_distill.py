@@ -127,7 +127,7 @@ def test_width_changing_init_is_refused():
 
 # ----------------------------------------------------------------------------- the loss
 
-def _gradcheck_full_step(hidden_size, weights, seed):
+def _gradcheck_full_step(hidden_size, weights, seed, unlabelled=False):
     """Finite differences of the full distillation step (student forward + all losses +
     backward, dropout on with a fixed mask) in float64, on a tiny model with padding."""
     rng = np.random.default_rng(seed)
@@ -140,6 +140,8 @@ def _gradcheck_full_step(hidden_size, weights, seed):
     sc = D.student_config(tc, 2, hidden_size=hidden_size)
     settings = D.DistillSettings(0.3, 2.0, *weights, layer_map=tuple(D.uniform_layer_map(2, 4)))
     split = random_split(rng, 6, 7, tc.vocab_size)
+    if unlabelled:                                           # transfer-set rows: teacher only
+        split = split._replace(labels=np.where(np.arange(6) % 2 == 1, -1, split.labels))
     teacher = D.TeacherCache(tp, tc, split, settings, batch_size=4)
     batch = make_batch(split, np.array([0, 2, 3, 5]))
     assert batch.mask.min() == 0                             # padding is part of the check
@@ -176,6 +178,29 @@ def test_distillation_step_gradients_narrow_student_with_projection():
     assert any(k.startswith(D.PROJ_PREFIX) for k in errors)  # the projection is trained too
     worst = max(errors, key=errors.get)
     assert errors[worst] <= 1e-5, (worst, errors[worst])    # measured ~1e-7 in float64
+
+
+def test_distillation_step_gradients_with_unlabelled_rows():
+    # label -1 = no gold label: CE over the labelled rows only, KL over all of them
+    errors, parts = _gradcheck_full_step(32, (0.0, 0.0, 0.0), seed=2, unlabelled=True)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-5, (worst, errors[worst])
+    assert parts["ce"] > 0 and parts["kl"] > 0
+
+
+def test_unlabelled_rows_only_feel_the_teacher():
+    rng = np.random.default_rng(0)
+    s, t = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    settings = D.DistillSettings(alpha=0.5, temperature=2.0)
+    labels = np.array([2, -1, 0, -1])
+    loss, d, parts = D.soft_hard_loss(s, t, labels, settings)
+    _, d_soft, p_soft = D.soft_hard_loss(s, t, np.full(4, -1), settings)    # no labels at all
+    from minibert.losses import cross_entropy
+    ce, dce = cross_entropy(s[[0, 2]], labels[[0, 2]])
+    assert p_soft["ce"] == 0.0 and np.isclose(parts["ce"], ce)
+    np.testing.assert_allclose(d[[1, 3]], d_soft[[1, 3]])                   # rows 1, 3: KL only
+    np.testing.assert_allclose(d[[0, 2]], d_soft[[0, 2]] + 0.5 * dce)
+    assert np.isclose(loss, 0.5 * ce + 0.5 * 4 * parts["kl"])
 
 
 def test_settings_that_cannot_work_are_refused():
