@@ -1,22 +1,25 @@
 """`minibert demo`: the main job, end to end on the default data.
 
     fetch + convert the teacher (all-MiniLM-L6-v2)  ->  load the default tweets
-    ->  fine-tune the teacher  ->  cache its logits on the training subset (once)
+    ->  fine-tune the teacher  ->  cache its logits on the transfer set (once)
     ->  distil a 2-layer student (alpha*CE + (1-alpha)*T^2*KL)
-    ->  train the SAME student (same init, same data, same steps) on hard labels only (alpha=1)
+    ->  train the SAME student (same init, same steps) on hard labels only (alpha=1)
     ->  one table on the test split: accuracy, macro-F1, params, ms/example, speed-up
     ->  results.json / results.md, training_curves.png, accuracy_vs_speed.png under --out
 
 Sizes. Measured on a 2-core CPU shared with other jobs (load 4-7): the 6-layer teacher
 fine-tunes at 7-17 examples/s in NumPy (forward + backward, batch 32, T ~ 35 tokens), its
 forward alone runs ~5x faster and the 2-layer student trains ~3x faster. So the demo
-uses a stratified subset of the training split: the teacher is fine-tuned on it, and both
-students train on the SAME examples (the classic setting: a student never sees gold labels
-the teacher did not see). The hard-label control gets the same examples, init, steps and
-seed; only the loss differs. `--quick` shrinks everything for a classroom run. The subsets are
-drawn with a fixed data seed (0), so `--seed N` varies only the training randomness (head
-init, shuffling, dropout). DemoSizes also allows a larger transfer set than the teacher's
-(teacher_train < student_train): the teacher's logits on it cost one forward pass.
+uses stratified subsets of the training split (sizes printed at the start):
+- the teacher is fine-tuned on `teacher_train` labelled examples;
+- the KD student learns on a transfer set of `student_train` examples: the teacher's own
+  plus as many again whose gold labels are NOT used (label -1). The teacher labels them with
+  one cheap forward pass; that is the practical value of a teacher (DistilBERT and TinyBERT
+  distil on large transfer sets for the same reason);
+- the hard-label control starts from the same init with the same seed and takes the same
+  number of steps, on the examples that have labels (so more passes over fewer examples).
+`--quick` shrinks everything for a classroom run. Subsets use a fixed data seed (0), so
+`--seed N` varies only the training randomness (head init, shuffling, dropout).
 
 Re-running in the same --out reuses the fine-tuned teacher and its cached logits when they
 were made with the same settings; `--sweep` (temperature x alpha) reuses them too.
@@ -353,9 +356,11 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
     u = data.info["used"]
     print(f"demo ({'quick' if quick else 'full'}, seed {seed}): {dataset.name}, labels "
           f"{data.labels}; teacher fine-tuned on {u['teacher_train']} examples x "
-          f"{sizes.teacher_epochs} epochs; students trained on {u['student_train']} examples x "
-          f"{sizes.student_epochs} epochs; dev {u['dev']}, test {u['test']} examples "
-          f"(of {data.info['available']['test']}); max_length {sizes.max_length}, batch "
+          f"{sizes.teacher_epochs} epochs; KD student on a transfer set of {u['student_train']} "
+          f"examples ({u['transfer_without_labels']} without gold labels) x "
+          f"{sizes.student_epochs} epochs; hard-only control on the {u['teacher_train']} "
+          f"labelled ones, same steps; dev {u['dev']}, test {u['test']} examples (of "
+          f"{data.info['available']['test']}); max_length {sizes.max_length}, batch "
           f"{sizes.batch_size}", flush=True)
 
     t0 = time.perf_counter()
