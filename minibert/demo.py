@@ -236,25 +236,25 @@ def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
 # ----------------------------------------------------------------------------- plots
 
 def plot_curves(runs: list[dict], path) -> None:
-    """Training loss (running mean over steps, per run) and dev accuracy per epoch."""
+    """Training loss (running mean) and dev accuracy at the end of each epoch, against steps."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from minibert.plots import running_mean
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, r in enumerate(runs):
-        losses = r["step_losses"]
+    for i, r in enumerate(runs):                      # x in optimizer steps: the students
+        losses = r["step_losses"]                     # take equally many, epochs differ
+        steps_per_epoch = len(losses) / max(1, len(r["history"]))
         if losses:
-            steps_per_epoch = len(losses) / max(1, len(r["history"]))
-            x = np.arange(1, len(losses) + 1) / steps_per_epoch             # in epochs
-            ax_loss.plot(x, running_mean(losses, max(1, len(losses) // 25)), color=f"C{i}",
+            ax_loss.plot(np.arange(1, len(losses) + 1),
+                         running_mean(losses, max(1, len(losses) // 25)), color=f"C{i}",
                          label=r["name"])
-        ax_dev.plot([h["epoch"] for h in r["history"]],
+        ax_dev.plot([h["epoch"] * steps_per_epoch for h in r["history"]],
                     [h["dev"]["accuracy"] for h in r["history"]], "o-", color=f"C{i}",
                     label=r["name"])
-    ax_loss.set_xlabel("epoch")
+    ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (running mean; KD loss is not CE)")
-    ax_dev.set_xlabel("epoch")
+    ax_dev.set_xlabel("step (end of each epoch)")
     ax_dev.set_ylabel("dev accuracy")
     for ax in (ax_loss, ax_dev):
         ax.grid(alpha=0.3)
