@@ -14,8 +14,7 @@ so padded keys get exactly zero probability and padded tokens cannot change real
 bias is large but finite: -inf would turn a fully padded row into 0/0 = NaN (this way such a row
 just gets some finite, meaningless output, which the model never reads).
 
-Every step is a batched np.matmul over (B, nh): no Python loop over heads or tokens (the forward's
-per-head products split the batch across threads, see layers.parallel_for). The 1/sqrt(hs)
+Every step is a batched np.matmul over (B, nh): no Python loop over heads or tokens. The 1/sqrt(hs)
 scale is applied to q (B,nh,T,hs) rather than to scores (B,nh,T,T), which is T/hs times cheaper
 and differs only by rounding.
 """
@@ -38,7 +37,6 @@ from .layers import (
     dropout_forward,
     linear_backward,
     linear_forward,
-    parallel_for,
     softmax_backward,
     softmax_forward,
 )
@@ -89,13 +87,6 @@ def _check_inputs(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads):
     return x, arrays["W_qkv"], arrays["b_qkv"], arrays["W_o"], arrays["b_o"], bias
 
 
-def _bmm(a, b, out):
-    """out = a @ b for stacks of matrices with leading axis B; the batch is split across threads
-    (each per-head product is too small for BLAS to use more than one core). Returns out."""
-    parallel_for(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), a.shape[0], size=out.size)
-    return out
-
-
 class AttentionCache(NamedTuple):
     qkv: LinearCache        # input projection: x (B,T,H), W_qkv (H,3H)
     q: np.ndarray           # (B,nh,T,hs) queries, already multiplied by scale
@@ -127,7 +118,7 @@ def attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads, dropout_p=0.0, r
     qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)       # -> (3,B,nh,T,hs), a view
     q = qkv[0] * scale                                                # (B,nh,T,hs) scaled queries
     k, v = qkv[1], qkv[2]                                             # (B,nh,T,hs) each
-    scores = _bmm(q, k.swapaxes(-1, -2), np.empty((B, nh, T, T), x.dtype))  # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
+    scores = q @ k.swapaxes(-1, -2)                                   # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
     if bias is not None:
         scores += bias                                                # (B,nh,T,T) + (B,1,1,T)
     probs, _ = softmax_forward(scores)                                # (B,nh,T,T), rows sum to 1
@@ -136,7 +127,7 @@ def attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads, dropout_p=0.0, r
     else:
         dropped, drop = probs, DropoutCache(None)                     # no copy needed: read only
     ctx = np.empty((B, T, nh, hs), dtype=x.dtype)                     # heads side by side again:
-    _bmm(dropped, v, out=ctx.transpose(0, 2, 1, 3))                   # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs) view
+    np.matmul(dropped, v, out=ctx.transpose(0, 2, 1, 3))              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs) view
     ctx = ctx.reshape(B, T, H)                                        # (B,T,nh,hs) -> (B,T,H), no copy
     y, out_cache = linear_forward(ctx, W_o, b_o)                      # (B,T,H) -> (B,T,H)
     return y, AttentionCache(qkv_cache, q, k, v, scores, probs, drop, out_cache, scale)

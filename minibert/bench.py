@@ -41,7 +41,6 @@ import time
 import numpy as np
 
 from .errors import MinibertError
-from .layers import num_threads
 from .losses import cross_entropy
 from .model import BertConfig, classify_backward, classify_forward, count_params, init_params
 from .optim import adamw_init, adamw_step
@@ -118,7 +117,8 @@ def blas_info() -> dict:
     """NumPy's BLAS: thread count, kernel (core) name, and the OPENBLAS_* variables seen."""
     info = {"threads": None, "corename": None, "config": None,
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                   "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
+                                                   "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+                                                   "OMP_NUM_THREADS")}}
     try:
         from threadpoolctl import threadpool_info   # optional
         for pool in threadpool_info():
@@ -398,7 +398,6 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
                    "heads": config.num_heads, "intermediate": config.intermediate_size,
                    "vocab": config.vocab_size, "labels": config.num_labels, "dtype": "float32"},
         "repeats": repeats, "numpy_version": np.__version__, "blas": blas,
-        "minibert_threads": num_threads(),
         "loadavg_before": load_before,
     }
     out["roofline_n"] = roofline_n
@@ -493,8 +492,7 @@ def format_table(res) -> str:
         f"shapes: B={s['batch_size']} T={s['seq_len']} ({s['real_tokens']} real tokens), "
         f"L={s['layers']} (student {s['student_layers']}), H={s['hidden']}, nh={s['heads']}, "
         f"I={s['intermediate']}, V={s['vocab']}, float32",
-        f"BLAS: {b.get('corename')} {b['threads']} threads; minibert elementwise threads: "
-        f"{res.get('minibert_threads')}; numpy {res['numpy_version']}"
+        f"BLAS: {b.get('corename')} {b['threads']} threads; numpy {res['numpy_version']}"
         + (f"; torch {th['torch_version']} ({th['threads']} threads, attention "
            f"{th.get('attn_implementation')})" if th else f"; PyTorch: {res.get('torch_skipped', 'off')}"),
         f"float32 matmul roofline ({res['roofline_n']}^2 @ {res['roofline_n']}^2): "

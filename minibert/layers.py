@@ -20,8 +20,6 @@ finite do we look element by element). GELU, softmax and dropout only ever see o
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -48,17 +46,9 @@ def check_same_dtype(name, a, ref_name, ref):
 
 
 def check_finite(name, a):
-    """ValueError if `a` holds NaN or inf. Costs one reduction (a sum) when everything is finite
-    (split across threads for big arrays, see parallel_for)."""
-    flat, parts = a.reshape(-1) if a.flags.c_contiguous else None, []
-
-    def partial_sum(lo, hi):
-        with np.errstate(over="ignore", invalid="ignore"):
-            parts.append(flat[lo:hi].sum() if flat is not None else a.sum())
-
-    parallel_for(partial_sum, a.size if flat is not None else 1)
+    """ValueError if `a` holds NaN or inf. Costs one reduction (a sum) when everything is finite."""
     with np.errstate(over="ignore", invalid="ignore"):
-        total = sum(parts)
+        total = a.sum()
     if np.isfinite(total):
         return
     bad = np.size(a) - np.count_nonzero(np.isfinite(a))   # the sum may merely have overflowed
@@ -70,57 +60,6 @@ def check_dout(name, dy, shape):
     """ValueError unless the upstream gradient `dy` has the forward output's shape."""
     if dy.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)} (the forward output), got {dy.shape}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Both cores for the big elementwise jobs
-#
-# BLAS runs every big matmul on all cores, but a NumPy ufunc runs on one: with 2 cores, GELU and
-# softmax would leave one idle. Ufuncs (and matmul) release the GIL, so plain Python threads can
-# work on disjoint slices of one big job at the same time. Each element is computed by the same
-# operations whatever the split, so results are bit-identical to a serial run. MINIBERT_THREADS=1
-# turns this off; the default is one thread per CPU this process may run on.
-
-_PARALLEL_MIN = 1 << 17     # elements: below this, handing work to a thread costs more than it saves
-_pool = None
-
-
-def num_threads():
-    """Threads for parallel_for: $MINIBERT_THREADS, else the CPUs this process may run on."""
-    env = os.environ.get("MINIBERT_THREADS", "")
-    if env.strip().isdigit() and int(env) >= 1:
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def parallel_for(fn, n, size=None):
-    """Call fn(lo, hi) on consecutive slices [lo, hi) that cover range(n), one slice per thread
-    (the calling thread takes the first), and return when all are done.
-
-    size: elements of work in total (default n); below _PARALLEL_MIN, or with one thread, this is
-    just fn(0, n). fn must only write to its own slice.
-    """
-    global _pool
-    k = min(num_threads(), n)
-    if k <= 1 or (n if size is None else size) < _PARALLEL_MIN:
-        fn(0, n)
-        return
-    if _pool is None or _pool._max_workers < k - 1:
-        _pool = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="minibert")
-    bounds = [n * i // k for i in range(k + 1)]
-    futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, k)]
-    fn(bounds[0], bounds[1])
-    for f in futures:
-        f.result()
-
-
-def _forget_pool():
-    global _pool
-    _pool = None                # a forked child has none of the parent's threads: start afresh
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,11 +87,7 @@ def linear_forward(x, W, b):
     check_finite("x", x)
     D, M = W.shape
     y = x.reshape(-1, D) @ W                  # (N, D) @ (D, M) -> (N, M): one big matmul
-
-    def add_bias(lo, hi):                     # (in parallel threads for big y)
-        y[lo:hi] += b                         # (n, M) += (M,)
-
-    parallel_for(add_bias, y.shape[0], size=y.size)
+    y += b                                    # (N, M) += (M,)
     return y.reshape(*x.shape[:-1], M), LinearCache(x, W)
 
 
@@ -249,29 +184,19 @@ def layernorm_forward(x, gamma, beta, eps):
         raise ValueError(f"eps: expected a positive number, got {eps}")
     check_finite("x", x)
     # Row sums with einsum: over a short last axis it is ~3x faster than .mean/.sum (and the
-    # variance needs no squared temporary). Rows are independent: big inputs are split across
-    # threads, each writing its own rows of xhat, rstd and y.
-    dt = x.dtype.type
-    x2 = x.reshape(-1, H)                                        # (R, H) rows
-    xhat, y = np.empty(x2.shape, x.dtype), np.empty(x2.shape, x.dtype)
-    rstd = np.empty((x2.shape[0], 1), x.dtype)
-
-    def rows(lo, hi):
-        xh, r = xhat[lo:hi], rstd[lo:hi]
-        mean = np.einsum("rh->r", x2[lo:hi])[:, None]            # (r, 1) sum over H
-        mean *= dt(1.0 / H)
-        np.subtract(x2[lo:hi], mean, out=xh)                     # (r, H) centred
-        np.einsum("rh,rh->r", xh, xh, out=r[:, 0])               # (r, 1) sum of squares
-        r *= dt(1.0 / H)                                         # biased variance
-        r += dt(eps)
-        np.reciprocal(np.sqrt(r, out=r), out=r)                  # (r, 1) rstd
-        xh *= r                                                  # (r, H) normalised
-        np.multiply(xh, gamma, out=y[lo:hi])                     # (r, H) * (H,)
-        y[lo:hi] += beta
-
-    parallel_for(rows, x2.shape[0], size=x2.size)
-    shape = x.shape
-    return y.reshape(shape), LayerNormCache(xhat.reshape(shape), rstd.reshape(*shape[:-1], 1), gamma)
+    # variance needs no squared temporary).
+    inv_h = x.dtype.type(1.0 / x.shape[-1])
+    mean = np.einsum("...h->...", x)[..., None]                  # (N..., 1) sum over H
+    mean *= inv_h
+    xhat = x - mean                                              # (N..., H) centred
+    var = np.einsum("...h,...h->...", xhat, xhat)[..., None]     # (N..., 1) sum of squares
+    var *= inv_h                                                 # biased variance
+    var += x.dtype.type(eps)
+    rstd = np.reciprocal(np.sqrt(var, out=var), out=var)         # (N..., 1)
+    xhat *= rstd                                                 # (N..., H) normalised
+    y = xhat * gamma                                             # (N..., H) * (H,)
+    y += beta
+    return y, LayerNormCache(xhat, rstd, gamma)
 
 
 def layernorm_backward(dy, cache):
@@ -374,17 +299,13 @@ def erf_and_gaussian(x, scale=1.0, gaussian=True):
     flat = x.reshape(-1)
     out = np.empty_like(flat)
     gauss = np.empty_like(flat) if gaussian else None
-
-    def blocks(lo, hi):                                    # one thread's slice, block by block
-        n = min(_BLOCK, hi - lo)
-        u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
-        with np.errstate(divide="ignore", over="ignore"):  # 1/0 = inf and inf^2 are intended
-            for i in range(lo, hi, _BLOCK):
-                j = min(i + _BLOCK, hi)
-                eb = gauss[i:j] if gaussian else e[:j - i]
-                _erf_block(flat[i:j], scale, out[i:j], u[:j - i], eb, p, coeffs, dt)
-
-    parallel_for(blocks, flat.size)
+    n = min(_BLOCK, flat.size)
+    u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
+    with np.errstate(divide="ignore", over="ignore"):      # 1/0 = inf and inf^2 are intended
+        for i in range(0, flat.size, _BLOCK):
+            j = min(i + _BLOCK, flat.size)
+            eb = gauss[i:j] if gaussian else e[:j - i]
+            _erf_block(flat[i:j], scale, out[i:j], u[:j - i], eb, p, coeffs, dt)
     return out.reshape(x.shape), None if gauss is None else gauss.reshape(x.shape)
 
 
@@ -417,17 +338,9 @@ def gelu_forward(x):
     x = check_float("x", x)
     dt = x.dtype.type
     cdf, _ = erf_and_gaussian(x, _SQRT_HALF, gaussian=False)   # (N...) erf(x / sqrt 2)
-    y = np.empty_like(cdf)
-    xf, cf, yf = x.reshape(-1), cdf.reshape(-1), y.reshape(-1)
-
-    def finish(lo, hi):                                        # (in parallel threads for big x)
-        c = cf[lo:hi]
-        c += dt(1)
-        c *= dt(0.5)                                           # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
-        np.multiply(xf[lo:hi], c, out=yf[lo:hi])               # y = x * Phi(x)
-
-    parallel_for(finish, xf.size)
-    return y, GeluCache(x, cdf)
+    cdf += dt(1)
+    cdf *= dt(0.5)                                             # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
+    return x * cdf, GeluCache(x, cdf)
 
 
 def gelu_backward(dy, cache):
@@ -507,18 +420,9 @@ def softmax_forward(x):
     Inputs: x of shape (N..., K). Returns a tuple of: y (N..., K), rows summing to 1; cache.
     """
     x = check_float("x", x)
-    K = x.shape[-1] if x.ndim else 1
-    x2 = x.reshape(-1, K)                   # (R, K) rows
-    y = np.empty(x2.shape, dtype=x.dtype)
-
-    def rows(lo, hi):                       # rows lo..hi-1 (in parallel threads for big inputs)
-        yr = y[lo:hi]
-        np.subtract(x2[lo:hi], x2[lo:hi].max(axis=-1, keepdims=True), out=yr)   # (r, K) <= 0
-        np.exp(yr, out=yr)
-        yr /= np.einsum("rk->r", yr)[:, None]   # (r, K) / (r, 1) row sums (einsum: faster than .sum here)
-
-    parallel_for(rows, x2.shape[0], size=x2.size)
-    y = y.reshape(x.shape)
+    y = x - x.max(axis=-1, keepdims=True)   # (N..., K) <= 0
+    np.exp(y, out=y)
+    y /= np.einsum("...k->...", y)[..., None]   # (N..., K) / (N..., 1) row sums (einsum: faster than .sum here)
     return y, SoftmaxCache(y)
 
 

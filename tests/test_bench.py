@@ -91,29 +91,3 @@ def test_torch_comparison_reports_ratios():
     for key in TIMES:
         assert th[key] > 0 and ratio[key] == pytest.approx(res["minibert"][key] / th[key])
         assert res["ratio_minibert_over_torch_paired"][key] > 0
-
-
-def test_engine_threads_give_bit_identical_results(monkeypatch):
-    # The speed work splits big elementwise jobs (GELU, softmax, LayerNorm, bias adds, per-head
-    # products) across threads; every element is still computed by the same operations, so a
-    # forward + backward must match the single-threaded run exactly, not just closely. The sizes
-    # make every one of those jobs big enough for the threaded path: B*T*H = B*nh*T*T = 2^17.
-    from minibert import layers, losses, model
-    cfg = bench.teacher_config(num_layers=1, vocab_size=100, hidden_size=128, num_heads=4,
-                               intermediate_size=256, max_position=64)
-    ids, mask, tt, labels = bench.make_batch(np.random.default_rng(0), 32, 32, cfg.vocab_size)
-    params = model.init_params(cfg, np.random.default_rng(0))
-    assert min(32 * 32 * 128, 32 * 4 * 32 * 32) >= layers._PARALLEL_MIN
-
-    def run(threads):
-        monkeypatch.setenv("MINIBERT_THREADS", str(threads))
-        logits, _, cache = model.classify_forward(params, cfg, ids, mask, tt, rng=np.random.default_rng(1))
-        _, dlogits = losses.cross_entropy(logits, labels)
-        return logits, model.classify_backward(dlogits, cache)
-
-    logits1, grads1 = run(1)
-    for threads in (2, 3):
-        logits, grads = run(threads)
-        assert np.array_equal(logits, logits1)
-        for name, g in grads1.items():
-            assert np.array_equal(grads[name], g), name
