@@ -24,7 +24,15 @@ transformers' BertForSequenceClassification with the same config and thread coun
 process, plus the ratio minibert / PyTorch for each figure (time ratios < 1: minibert is faster).
 Every time is the median of `repeats` runs after warm-up; the machine may be shared, so compare
 ratios measured in one run: the two engines alternate run by run, so load from the rest of the
-machine falls on both alike.
+machine falls on both alike ("paired" figures are medians of run-by-run ratios).
+
+Where the time goes (measured 2026-11, 2 cores): the matmuls are ~75% of minibert's single-core
+work and BLAS runs them on both cores; NumPy's elementwise work (GELU/erf above all, then softmax,
+LayerNorm, bias adds) and the small per-head products run on one core, which is why the forward
+trails PyTorch on an idle machine while single-threaded the two are within ~10%. Splitting the
+elementwise work across Python threads was tried and reverted: after each matmul OpenBLAS's idle
+workers keep spinning (OPENBLAS_THREAD_TIMEOUT, default 2^28 cycles) on the core the second thread
+needs, so it only paid off with that variable set low.
 """
 
 from __future__ import annotations
