@@ -255,15 +255,30 @@ _ERF_P64, _ERF_R64 = 0.3125, (
 _BLOCK = 1 << 16
 
 
+# np.copysign is not vectorised (as slow as np.exp); for out >= 0, copying x's sign is one OR of the
+# sign bit, on the same memory viewed as unsigned integers: two integer passes, ~3x faster.
+_SIGN_BITS = {4: (np.uint32, np.uint32(1 << 31)), 8: (np.uint64, np.uint64(1 << 63))}
+
+
+def _copysign_nonneg(out, x, scratch):
+    """out = copysign(out, x) in place, for out >= 0 (or NaN); 1-D contiguous blocks, scratch too."""
+    if out.dtype.itemsize not in _SIGN_BITS:
+        np.copysign(out, x, out=out)
+        return
+    uint, bit = _SIGN_BITS[out.dtype.itemsize]
+    sign = np.bitwise_and(x.view(uint), bit, out=scratch.view(uint))   # x's sign bit alone
+    np.bitwise_or(out.view(uint), sign, out=out.view(uint))
+
+
 def _erf_block(x, scale, out, u, e, p, coeffs, dt):
     """erf(z) into out and exp(-z^2) into e, z = scale * x (scale > 0), for 1-D blocks of one length;
     u is scratch."""
-    np.multiply(x, dt(scale), out=u)
-    np.abs(u, out=u)                                       # |z|
-    np.square(u, out=e)
-    np.exp(np.negative(e, out=e), out=e)                   # exp(-z^2)
-    u *= dt(p)                                             # p z
-    np.reciprocal(u, out=u)                                # 1 / (p z): inf at z = 0, 0 at z = inf
+    np.square(x, out=e)
+    e *= dt(-scale * scale)
+    np.exp(e, out=e)                                       # exp(-z^2)
+    np.abs(x, out=u)
+    u *= dt(p * scale)                                     # p z, z = |scale x|
+    np.divide(dt(1), u, out=u)                             # 1 / (p z): inf at z = 0, 0 at z = inf
     u += dt(1)
     np.divide(dt(2), u, out=u)                             # u = 2 / (1 + 1/(p z)) in [0, 2]
     np.multiply(u, dt(coeffs[-1]), out=out)                # Horner: R(u)
@@ -275,7 +290,7 @@ def _erf_block(x, scale, out, u, e, p, coeffs, dt):
     out *= e
     np.subtract(dt(1), e, out=u)                           # 1 - exp(-z^2), exact while |z| < 0.83
     out += u                                               # erf(|z|) = 1 - exp(-z^2) (1 - u R(u))
-    np.copysign(out, x, out=out)                           # erf is odd (and z has the sign of x)
+    _copysign_nonneg(out, x, u)                            # erf is odd (and z has the sign of x)
 
 
 def erf_and_gaussian(x, scale=1.0, gaussian=True):
@@ -337,10 +352,26 @@ def gelu_forward(x):
     """
     x = check_float("x", x)
     dt = x.dtype.type
-    cdf, _ = erf_and_gaussian(x, _SQRT_HALF, gaussian=False)   # (N...) erf(x / sqrt 2)
-    cdf += dt(1)
-    cdf *= dt(0.5)                                             # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
-    return x * cdf, GeluCache(x, cdf)
+    if x.dtype.itemsize < 4:                                   # float16: erf computes in float32
+        cdf, _ = erf_and_gaussian(x, _SQRT_HALF, gaussian=False)
+        cdf += dt(1)
+        cdf *= dt(0.5)
+        return x * cdf, GeluCache(x, cdf)
+    # erf's blocks, finished while each is still in the CPU cache: Phi and then y = x * Phi
+    p, coeffs = (_ERF_P32, _ERF_R32) if x.dtype.itemsize == 4 else (_ERF_P64, _ERF_R64)
+    flat = x.reshape(-1)
+    cdf, y = np.empty_like(flat), np.empty_like(flat)
+    n = min(_BLOCK, flat.size)
+    u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
+    with np.errstate(divide="ignore", over="ignore"):          # as in erf_and_gaussian
+        for i in range(0, flat.size, _BLOCK):
+            j = min(i + _BLOCK, flat.size)
+            c = cdf[i:j]
+            _erf_block(flat[i:j], _SQRT_HALF, c, u[:j - i], e[:j - i], p, coeffs, dt)   # erf(x / sqrt 2)
+            c += dt(1)
+            c *= dt(0.5)                                       # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
+            np.multiply(flat[i:j], c, out=y[i:j])              # y = x * Phi(x)
+    return y.reshape(x.shape), GeluCache(x, cdf.reshape(x.shape))
 
 
 def gelu_backward(dy, cache):
