@@ -116,7 +116,8 @@ def attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads, dropout_p=0.0, r
     scale = x.dtype.type(1.0 / math.sqrt(hs))
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                  # (B,T,H) -> (B,T,3H)
     qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)       # -> (3,B,nh,T,hs), a view
-    q = qkv[0] * scale                                                # (B,nh,T,hs) scaled queries
+    q = qkv[0]                                                        # (B,nh,T,hs) queries, a view
+    q *= scale                                                        # scaled in place (qkv is ours)
     k, v = qkv[1], qkv[2]                                             # (B,nh,T,hs) each
     scores = q @ k.swapaxes(-1, -2)                                   # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
     if bias is not None:
