@@ -34,6 +34,8 @@ from .layers import (
     GeluCache,
     LayerNormCache,
     LinearCache,
+    _skip_finite_checks,
+    check_finite,
     dropout_backward,
     dropout_forward,
     embedding_backward,
@@ -424,20 +426,24 @@ def bert_forward(params, config, ids, mask=None, token_type_ids=None, rng=None,
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a np.random.Generator or None, got {type(rng).__name__}")
     bias = mask_to_bias(mask, dtype)                               # (B,T) -> (B,1,1,T) in dtype
-    h, emb_cache = embeddings_forward(params, config, ids, token_type_ids, rng)  # (B,T) -> (B,T,H)
-    hidden = [h] if output_hidden else None
-    attentions = [] if output_attentions else None
-    scores = [] if output_attentions else None
-    layer_caches = []
-    for i in range(config.num_layers):
-        h, layer_cache = encoder_layer_forward(params, config, i, h, bias, rng)  # (B,T,H) -> (B,T,H)
-        if output_hidden:
-            hidden.append(h)
-        if output_attentions:
-            attentions.append(layer_cache.attn.probs)              # (B,nh,T,T)
-            scores.append(layer_cache.attn.scores)                 # (B,nh,T,T)
-        if keep_cache:
-            layer_caches.append(layer_cache)
+    with _skip_finite_checks():          # no NaN/inf scan of every layer input; one of h at the end
+        h, emb_cache = embeddings_forward(params, config, ids, token_type_ids, rng)  # (B,T) -> (B,T,H)
+        hidden = [h] if output_hidden else None
+        attentions = [] if output_attentions else None
+        scores = [] if output_attentions else None
+        layer_caches = []
+        for i in range(config.num_layers):
+            h, layer_cache = encoder_layer_forward(params, config, i, h, bias, rng)  # (B,T,H) -> (B,T,H)
+            if output_hidden:
+                hidden.append(h)
+            if output_attentions:
+                attentions.append(layer_cache.attn.probs)          # (B,nh,T,T)
+                scores.append(layer_cache.attn.scores)             # (B,nh,T,T)
+            if keep_cache:
+                layer_caches.append(layer_cache)
+    # NaN/inf anywhere inside (a parameter, an overflow) spreads to every later position, through
+    # attention (0 * NaN is NaN) and LayerNorm (inf - inf), so this one scan catches it.
+    check_finite("last hidden state (NaN/inf in params or overflow)", h)
     out = BertOutput(h, hidden, attentions, scores)
     if not keep_cache:
         return out, None
