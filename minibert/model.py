@@ -46,6 +46,7 @@ from .layers import (
     layernorm_forward,
     linear_backward,
     linear_forward,
+    softmax_forward,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -419,13 +420,19 @@ def bert_forward(params, config, ids, mask=None, token_type_ids=None, rng=None,
     (None = all real), token_type_ids int (B,T) (None = all 0), rng (np.random.Generator for
     dropout; None = eval mode), output_hidden / output_attentions: also return every layer's
     hidden states / attention probs and scores, keep_cache: False drops every cache as soon
-    as it is used (cheap teacher inference; bert_backward is then impossible).
+    as it is used (cheap teacher inference; bert_backward is then impossible). keep_cache=False
+    in eval mode also skips the padding (see _bert_forward_unpadded): last / hidden_states are
+    then exactly 0 at padded positions.
     Returns: BertOutput, cache (None when keep_cache is False)."""
     dtype = check_params(params, config)
     ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a np.random.Generator or None, got {type(rng).__name__}")
     bias = mask_to_bias(mask, dtype)                               # (B,T) -> (B,1,1,T) in dtype
+    if not keep_cache and rng is None and not mask.all():
+        # inference with padding: token-wise work on the real tokens only (padded outputs are 0)
+        return _bert_forward_unpadded(params, config, ids, mask, token_type_ids, bias,
+                                      output_hidden, output_attentions), None
     with _skip_finite_checks():          # no NaN/inf scan of every layer input; one of h at the end
         h, emb_cache = embeddings_forward(params, config, ids, token_type_ids, rng)  # (B,T) -> (B,T,H)
         hidden = [h] if output_hidden else None
@@ -448,6 +455,70 @@ def bert_forward(params, config, ids, mask=None, token_type_ids=None, rng=None,
     if not keep_cache:
         return out, None
     return out, BertCache(emb_cache, layer_caches, h.shape, dtype)
+
+
+def _scatter(rows, idx, B, T):
+    """Put packed rows back on the (B,T) grid. Inputs: rows (N,D), idx (N,) flat positions.
+    Returns: (B,T,D), zero at every position not in idx."""
+    out = np.zeros((B * T, rows.shape[1]), dtype=rows.dtype)       # (B*T,D)
+    out[idx] = rows
+    return out.reshape(B, T, -1)                                   # (B*T,D) -> (B,T,D)
+
+
+def _bert_forward_unpadded(params, config, ids, mask, token_type_ids, bias,
+                           output_hidden, output_attentions):
+    """bert_forward for inference (eval mode, no caches) that skips the padding.
+
+    Everything except the attention core works token by token, so it runs on the N real tokens
+    packed into rows (N,H); only scores/softmax/probs@v need the (B,T) grid, so q, k, v are
+    scattered into a zero (B,T,3H) buffer for them and the context is gathered back. The same
+    arithmetic as the padded path (up to matmul rounding); the outputs are ZERO at padded positions.
+    Inputs: as bert_forward (checked), bias (B,1,1,T) from mask_to_bias.
+    Returns: BertOutput with last / hidden_states (B,T,H) and attentions / scores (B,nh,T,T)."""
+    B, T = ids.shape
+    H, nh, eps = config.hidden_size, config.num_heads, config.layer_norm_eps
+    hs = H // nh
+    idx = np.flatnonzero(mask.reshape(-1))                         # (N,) flat positions of real tokens
+    x = params["embeddings.word"][ids.reshape(-1)[idx]]            # (N,H)
+    x += params["embeddings.token_type"][token_type_ids.reshape(-1)[idx]]   # (N,H)
+    x += params["embeddings.position"][idx % T]                    # (N,H): position = column
+    with _skip_finite_checks():
+        h, _ = layernorm_forward(x, params["embeddings.ln.gamma"], params["embeddings.ln.beta"], eps)
+        hidden = [h] if output_hidden else None
+        attentions = [] if output_attentions else None
+        scores_all = [] if output_attentions else None
+        scale = h.dtype.type(1.0 / np.sqrt(hs))
+        for i in range(config.num_layers):
+            p = f"encoder.{i}."
+            qkv, _ = linear_forward(h, params[p + "attn.qkv.W"], params[p + "attn.qkv.b"])  # (N,H) -> (N,3H)
+            qkv = _scatter(qkv, idx, B, T)                         # (B,T,3H), zero at padding
+            qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)   # (3,B,nh,T,hs), a view
+            q, k, v = qkv[0], qkv[1], qkv[2]                       # (B,nh,T,hs) each
+            q *= scale
+            scores = q @ k.swapaxes(-1, -2)                        # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
+            scores += bias                                         # padded keys get -1e9
+            probs, _ = softmax_forward(scores)                     # (B,nh,T,T)
+            ctx = np.empty((B, T, nh, hs), dtype=h.dtype)
+            np.matmul(probs, v, out=ctx.transpose(0, 2, 1, 3))     # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
+            ctx = ctx.reshape(B * T, H)[idx]                       # (B,T,H) -> (N,H) real tokens
+            a, _ = linear_forward(ctx, params[p + "attn.out.W"], params[p + "attn.out.b"])  # (N,H)
+            a += h                                                 # residual
+            x1, _ = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"], eps)
+            f, _ = linear_forward(x1, params[p + "ffn.in.W"], params[p + "ffn.in.b"])   # (N,H) -> (N,I)
+            f, _ = gelu_forward(f)                                 # (N,I)
+            f, _ = linear_forward(f, params[p + "ffn.out.W"], params[p + "ffn.out.b"])  # (N,I) -> (N,H)
+            f += x1                                                # residual
+            h, _ = layernorm_forward(f, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"], eps)  # (N,H)
+            if output_hidden:
+                hidden.append(h)
+            if output_attentions:
+                attentions.append(probs)
+                scores_all.append(scores)
+    check_finite("last hidden state (NaN/inf in params or overflow)", h)
+    last = _scatter(h, idx, B, T)                                  # (N,H) -> (B,T,H), zero at padding
+    if output_hidden:
+        hidden = [_scatter(hj, idx, B, T) for hj in hidden[:-1]] + [last]   # L+1 arrays (B,T,H)
+    return BertOutput(last, hidden, attentions, scores_all)
 
 
 def _check_grad_list(name, grads, n, shape, dtype):
