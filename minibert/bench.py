@@ -89,15 +89,17 @@ def make_batch(rng, batch_size, seq_len, vocab_size):
     return ids, mask, np.zeros((B, T), dtype=np.int64), labels
 
 
-def forward_flops(config: BertConfig, batch_size, seq_len) -> int:
-    """Multiply-adds x 2 of every matmul in one forward over the padded batch (what really runs).
+def forward_flops(config: BertConfig, batch_size, seq_len, n_tokens=None) -> int:
+    """Multiply-adds x 2 of every matmul in one forward (what really runs).
 
-    Per layer, N = B*T: QKV 2*N*H*3H, scores q k^T 2*B*nh*T*T*hs, probs @ v the same,
+    n_tokens: the rows the token-wise matmuls run on: B*T for the padded batch (PyTorch), the real
+    tokens only for minibert's inference forward, which skips padding (the attention core still
+    runs on the padded (B, T) layout). Per layer, N = n_tokens: QKV 2*N*H*3H, scores q k^T 2*B*nh*T*T*hs, probs @ v the same,
     output projection 2*N*H*H, FFN 2*N*H*I twice; then the pooler and classifier on [CLS].
     Elementwise work (softmax, GELU, LayerNorm) is not counted (it is < 1% of the FLOPs).
     """
     B, T, H, I = batch_size, seq_len, config.hidden_size, config.intermediate_size
-    N = B * T
+    N = B * T if n_tokens is None else n_tokens
     attn = 2 * N * H * 3 * H + 2 * 2 * B * T * T * H + 2 * N * H * H
     ffn = 2 * 2 * N * H * I
     head = 2 * B * H * H * int(config.pooler) + 2 * B * H * max(config.num_labels, 0)
@@ -410,7 +412,10 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
     }
     out["roofline_n"] = roofline_n
     flops = forward_flops(config, batch_size, seq_len)
-    out["teacher_forward_flops"] = flops
+    out["teacher_forward_flops"] = flops                      # the padded batch (PyTorch's work)
+    engine_flops = {"minibert": forward_flops(config, batch_size, seq_len, n_tokens=real_tokens),
+                    "torch": flops}                           # minibert skips padded tokens
+    out["minibert_teacher_forward_flops"] = engine_flops["minibert"]
     out["teacher_train_step_flops_approx"] = 3 * flops        # backward ~ 2x the forward's matmuls
 
     say("timing (minibert and PyTorch alternate run by run) ...")
@@ -428,8 +433,8 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
     del tasks                                                          # free both models
     gc.collect()
     mb = engines["minibert"]
-    for res in engines.values():
-        res["teacher_forward_gflops"] = flops / res["teacher_forward_s"] / 1e9
+    for name, res in engines.items():
+        res["teacher_forward_gflops"] = engine_flops[name] / res["teacher_forward_s"] / 1e9
         res["teacher_forward_roofline_fraction"] = res["teacher_forward_gflops"] / out["roofline_gflops"]
         for key in ("teacher_forward", "teacher_train_step", "student_train_step"):
             res[key + "_tokens_per_s"] = real_tokens / res[key + "_s"]
@@ -445,10 +450,10 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
     # Paired figures: run i of each engine (and of the roofline) ran back to back, under the same
     # load, so the median over i of their ratio is steadier than a ratio of medians when the
     # machine is shared.
-    for res in engines.values():
+    for name, res in engines.items():
         res["teacher_forward_roofline_fraction_paired"] = statistics.median(
             r / f for r, f in zip(roof["teacher_forward_runs"], res["teacher_forward_runs"])
-        ) * flops / (2.0 * roofline_n ** 3)
+        ) * engine_flops[name] / (2.0 * roofline_n ** 3)
     if "torch" in engines:
         th = engines["torch"]
         ratio_keys = ("teacher_forward_s", "teacher_train_step_s", "student_train_step_s",
@@ -505,7 +510,9 @@ def format_table(res) -> str:
            f"{th.get('attn_implementation')})" if th else f"; PyTorch: {res.get('torch_skipped', 'off')}"),
         f"float32 matmul roofline ({res['roofline_n']}^2 @ {res['roofline_n']}^2): "
         f"{res['roofline_gflops']:.1f} GFLOP/s; teacher forward = "
-        f"{res['teacher_forward_flops'] / 1e9:.2f} GFLOP (matmuls, counted analytically)",
+        f"{res['teacher_forward_flops'] / 1e9:.2f} GFLOP on the padded batch (matmuls, counted "
+        f"analytically); minibert skips padded tokens: "
+        f"{res['minibert_teacher_forward_flops'] / 1e9:.2f} GFLOP",
         f"median of {res['repeats']} runs; load average {' '.join(res['loadavg_before'])} before, "
         f"{' '.join(res['loadavg_after'])} after; 'paired': median over runs of the ratio of two "
         f"runs made back to back (for the roofline row: minibert's fraction, paired)",
