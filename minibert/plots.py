@@ -7,7 +7,6 @@ Every function saves atomically (tmp file + os.replace) and closes its figure.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -16,13 +15,16 @@ matplotlib.use("Agg")   # before pyplot: render to files only, never open a wind
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from minibert.files import atomic_write  # noqa: E402
+
 
 def _save(fig, path) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                   format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
 
 
 def running_mean(x, window: int) -> np.ndarray:

