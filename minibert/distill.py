@@ -400,7 +400,7 @@ class TeacherCache:
                  logits: np.ndarray | None = None):
         """logits: the (N, C) logits from an earlier run (e.g. saved by the demo); with them
         and no intermediate losses, the teacher does not run at all."""
-        from minibert.train import make_batch, sorted_batches
+        from minibert.train import make_batch, progress_bar, sorted_batches
         self.params, self.config, self.settings = params, config, settings
         n, tmax = split.ids.shape
         self.cache_bytes = intermediate_cache_bytes(split, config, settings)
@@ -425,7 +425,7 @@ class TeacherCache:
                                                               attention_weight=0.0,
                                                               cosine_weight=0.0)
         batches = sorted_batches(split.lengths, batch_size)
-        bar = _progress(len(batches), "teacher outputs", progress)
+        bar = progress_bar(len(batches), "teacher outputs", progress)
         for idx in batches:
             b = make_batch(split, idx)
             tb = teacher_forward(params, config, b, want)
@@ -459,11 +459,6 @@ class TeacherCache:
         hidden = None if self.hidden is None else [h[idx, :T] for h in self.hidden]
         scores = None if self.scores is None else [s[idx, :, :T, :T] for s in self.scores]
         return TeacherBatch(logits, hidden, scores)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from minibert.train import _progress as train_progress
-    return train_progress(total, desc, enabled)
 
 
 # ----------------------------------------------------------------------------- checks on inputs

@@ -283,7 +283,7 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
             raise ValueError(f"train_batches_fn gave {len(batches)} batches in epoch {epoch}, "
                              f"{steps_per_epoch} before; the schedule needs a fixed count")
         t0, n_seen, loss_sum, part_sums, lr = time.perf_counter(), 0, 0.0, {}, 0.0
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{tcfg.epochs}", tcfg.progress)
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{tcfg.epochs}", tcfg.progress)
         for i, batch in enumerate(batches):
             step = int(opt_state.step)                       # 0-based index of this update
             where = f"epoch {epoch + 1}, step {step + 1} (of {total_steps})"
@@ -394,7 +394,7 @@ class _NoBar:
     def close(self): pass
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
