@@ -314,13 +314,12 @@ def _erf_block(x, scale, out, u, e, p, coeffs, dt):
     _copysign_nonneg(out, x, u)                            # erf is odd (and z has the sign of x)
 
 
-def erf_and_gaussian(x, scale=1.0, gaussian=True):
-    """erf(z) for z = scale * x and, for free, exp(-z^2) (which erf computes on the way).
+def erf_scaled(x, scale=1.0):
+    """erf(z) for z = scale * x, elementwise (GELU needs erf(x / sqrt 2)).
 
-    GELU needs erf(x / sqrt 2) forward and also exp(-x^2 / 2) backward: one call gives both.
     Inputs: x, array of any shape (float input keeps its dtype, other input becomes float64);
-            scale > 0; gaussian: False skips the second result.
-    Returns a tuple of fresh arrays of x's shape: erf(z), exp(-z^2) (or None).
+            scale > 0.
+    Returns: a fresh array of x's shape and dtype.
     """
     x = np.asarray(x)
     if x.dtype.kind != "f":
@@ -328,21 +327,18 @@ def erf_and_gaussian(x, scale=1.0, gaussian=True):
     if not scale > 0:
         raise ValueError(f"scale: expected a positive number, got {scale}")
     if x.dtype.itemsize < 4:                               # float16: compute in float32
-        y, g = erf_and_gaussian(x.astype(np.float32), scale, gaussian)
-        return y.astype(x.dtype), None if g is None else g.astype(x.dtype)
+        return erf_scaled(x.astype(np.float32), scale).astype(x.dtype)
     p, coeffs = (_ERF_P32, _ERF_R32) if x.dtype.itemsize == 4 else (_ERF_P64, _ERF_R64)
     dt = x.dtype.type
     flat = x.reshape(-1)
     out = np.empty_like(flat)
-    gauss = np.empty_like(flat) if gaussian else None
     n = min(_BLOCK, flat.size)
     u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
     with np.errstate(divide="ignore", over="ignore"):      # 1/0 = inf and inf^2 are intended
         for i in range(0, flat.size, _BLOCK):
             j = min(i + _BLOCK, flat.size)
-            eb = gauss[i:j] if gaussian else e[:j - i]
-            _erf_block(flat[i:j], scale, out[i:j], u[:j - i], eb, p, coeffs, dt)
-    return out.reshape(x.shape), None if gauss is None else gauss.reshape(x.shape)
+            _erf_block(flat[i:j], scale, out[i:j], u[:j - i], e[:j - i], p, coeffs, dt)
+    return out.reshape(x.shape)
 
 
 def erf(x):
@@ -352,7 +348,7 @@ def erf(x):
     float64: 4e-16). Float input keeps its dtype; other input is computed in float64.
     Inputs: x, array of any shape. Returns: an array of the same shape and dtype, fresh.
     """
-    y = erf_and_gaussian(x, gaussian=False)[0]
+    y = erf_scaled(x)
     return y if np.ndim(x) else y[()]
 
 
@@ -374,7 +370,7 @@ def gelu_forward(x):
     x = check_float("x", x)
     dt = x.dtype.type
     if x.dtype.itemsize < 4:                                   # float16: erf computes in float32
-        cdf, _ = erf_and_gaussian(x, _SQRT_HALF, gaussian=False)
+        cdf = erf_scaled(x, _SQRT_HALF)
         cdf += dt(1)
         cdf *= dt(0.5)
         return x * cdf, GeluCache(x, cdf)
@@ -384,7 +380,7 @@ def gelu_forward(x):
     cdf, y = np.empty_like(flat), np.empty_like(flat)
     n = min(_BLOCK, flat.size)
     u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
-    with np.errstate(divide="ignore", over="ignore"):          # as in erf_and_gaussian
+    with np.errstate(divide="ignore", over="ignore"):          # as in erf_scaled
         for i in range(0, flat.size, _BLOCK):
             j = min(i + _BLOCK, flat.size)
             c = cdf[i:j]
