@@ -181,6 +181,54 @@ def attention_backward(dy, cache, dscores=None, dprobs=None):
     return dx, dW_qkv, db_qkv, dW_o, db_o
 
 
+def attention_packed(qkv, starts, n_heads, keep_probs=False):
+    """The attention core for inference on PACKED sequences: no padding, no mask, no backward.
+
+    The N real tokens of a batch are rows of one array, sequence after sequence; sequence b is
+    rows starts[b]:starts[b+1] and attends to itself only. That is exactly what the padded
+    attention computes for real tokens (a padded key gets probability exactly 0 there), but it
+    never builds the (B,nh,T,T) grid: a batch padded to T with lengths n_b costs sum(n_b^2)
+    score entries instead of B*T^2 (about half, for lengths spread evenly up to T).
+    One Python iteration per sequence, each a few batched-over-heads matmuls.
+
+    Inputs: qkv (N,3H) = x @ W_qkv + b_qkv for the packed tokens, columns [q | k | v]; its q
+            block is scaled by 1/sqrt(hs) IN PLACE; starts (B+1,) ints, non-decreasing row
+            offsets with starts[0] = 0 and starts[-1] = N (an empty sequence is skipped);
+            n_heads dividing H; keep_probs: also return each sequence's scores and probs.
+    Returns a tuple of: ctx (N,H), the heads side by side (input of the output projection);
+            scores, probs: lists of B arrays (nh, n_b, n_b) when keep_probs, else None.
+    """
+    qkv = check_float("qkv", qkv, ndim=2)
+    N, H3 = qkv.shape
+    if H3 % 3 or (H3 // 3) % n_heads:
+        raise ValueError(f"qkv: expected (N, 3H) with H divisible by n_heads={n_heads}, got {qkv.shape}")
+    starts = np.asarray(starts)
+    if starts.ndim != 1 or starts[0] != 0 or starts[-1] != N or np.any(np.diff(starts) < 0):
+        raise ValueError(f"starts: expected non-decreasing row offsets from 0 to N={N}, got {starts}")
+    H = H3 // 3
+    nh, hs = n_heads, H // n_heads
+    qkv[:, :H] *= qkv.dtype.type(1.0 / math.sqrt(hs))                # queries scaled, as in attention_forward
+    ctx = np.empty((N, H), dtype=qkv.dtype)
+    scores_all = [] if keep_probs else None
+    probs_all = [] if keep_probs else None
+    for b in range(len(starts) - 1):
+        s, e = int(starts[b]), int(starts[b + 1])
+        n = e - s
+        if n == 0:
+            if keep_probs:
+                scores_all.append(np.empty((nh, 0, 0), dtype=qkv.dtype))
+                probs_all.append(np.empty((nh, 0, 0), dtype=qkv.dtype))
+            continue
+        q, k, v = qkv[s:e].reshape(n, 3, nh, hs).transpose(1, 2, 0, 3)   # (3,nh,n,hs) -> (nh,n,hs) views
+        scores = q @ k.swapaxes(-1, -2)                               # (nh,n,hs) @ (nh,hs,n) -> (nh,n,n)
+        probs, _ = softmax_forward(scores)                            # (nh,n,n), rows sum to 1
+        np.matmul(probs, v, out=ctx[s:e].reshape(n, nh, hs).transpose(1, 0, 2))  # (nh,n,n) @ (nh,n,hs) -> (nh,n,hs) view
+        if keep_probs:
+            scores_all.append(scores)
+            probs_all.append(probs)
+    return ctx, scores_all, probs_all
+
+
 def attention_naive(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads):
     """The same attention (no dropout) written with loops over batch and heads and 2-D matmuls.
 

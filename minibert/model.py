@@ -27,7 +27,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .attention import AttentionCache, attention_backward, attention_forward, mask_to_bias
+from .attention import (
+    MASK_NEG,
+    AttentionCache,
+    attention_backward,
+    attention_forward,
+    attention_packed,
+    mask_to_bias,
+)
 from .layers import (
     DropoutCache,
     EmbeddingCache,
@@ -46,7 +53,6 @@ from .layers import (
     layernorm_forward,
     linear_backward,
     linear_forward,
-    softmax_forward,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -428,11 +434,11 @@ def bert_forward(params, config, ids, mask=None, token_type_ids=None, rng=None,
     ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a np.random.Generator or None, got {type(rng).__name__}")
-    bias = mask_to_bias(mask, dtype)                               # (B,T) -> (B,1,1,T) in dtype
     if not keep_cache and rng is None and not mask.all():
-        # inference with padding: token-wise work on the real tokens only (padded outputs are 0)
-        return _bert_forward_unpadded(params, config, ids, mask, token_type_ids, bias,
+        # inference with padding: the real tokens only, packed (padded outputs are 0)
+        return _bert_forward_unpadded(params, config, ids, mask, token_type_ids,
                                       output_hidden, output_attentions), None
+    bias = mask_to_bias(mask, dtype)                               # (B,T) -> (B,1,1,T) in dtype
     with _skip_finite_checks():          # no NaN/inf scan of every layer input; one of h at the end
         h, emb_cache = embeddings_forward(params, config, ids, token_type_ids, rng)  # (B,T) -> (B,T,H)
         hidden = [h] if output_hidden else None
@@ -465,20 +471,33 @@ def _scatter(rows, idx, B, T):
     return out.reshape(B, T, -1)                                   # (B*T,D) -> (B,T,D)
 
 
-def _bert_forward_unpadded(params, config, ids, mask, token_type_ids, bias,
-                           output_hidden, output_attentions):
-    """bert_forward for inference (eval mode, no caches) that skips the padding.
+def _attention_grid(blocks, idx, starts, B, T, fill):
+    """Per-sequence (nh,n_b,n_b) attention blocks back on the padded (B,nh,T,T) grid, `fill`
+    wherever the query or the key is padding."""
+    nh = blocks[0].shape[0]
+    grid = np.full((B, nh, T, T), fill, dtype=blocks[0].dtype)     # (B,nh,T,T)
+    for b, block in enumerate(blocks):
+        pos = idx[starts[b]:starts[b + 1]] - b * T                 # (n_b,) real positions of sequence b
+        grid[b][:, pos[:, None], pos[None, :]] = block             # (nh,n_b,n_b) -> real (query, key) pairs
+    return grid
+
+
+def _bert_forward_unpadded(params, config, ids, mask, token_type_ids, output_hidden,
+                           output_attentions):
+    """bert_forward for inference (eval mode, no caches) that never touches the padding.
 
     Everything except the attention core works token by token, so it runs on the N real tokens
-    packed into rows (N,H); only scores/softmax/probs@v need the (B,T) grid, so q, k, v are
-    scattered into a zero (B,T,3H) buffer for them and the context is gathered back. The same
-    arithmetic as the padded path (up to matmul rounding); the outputs are ZERO at padded positions.
-    Inputs: as bert_forward (checked), bias (B,1,1,T) from mask_to_bias.
+    packed into rows (N,H), sequence after sequence; the attention core runs per sequence on its
+    own rows (attention_packed). The same arithmetic as the padded path for every real token (up
+    to matmul rounding), without the padding's work; the outputs are ZERO at padded positions.
+    attentions / scores, if asked for, are put back on the (B,nh,T,T) grid: probs 0 and scores
+    MASK_NEG wherever the query or the key is padding.
+    Inputs: as bert_forward (checked).
     Returns: BertOutput with last / hidden_states (B,T,H) and attentions / scores (B,nh,T,T)."""
     B, T = ids.shape
     H, nh, eps = config.hidden_size, config.num_heads, config.layer_norm_eps
-    hs = H // nh
     idx = np.flatnonzero(mask.reshape(-1))                         # (N,) flat positions of real tokens
+    starts = np.searchsorted(idx, np.arange(B + 1) * T)            # (B+1,) sequence b = rows starts[b]:starts[b+1]
     x = params["embeddings.word"][ids.reshape(-1)[idx]]            # (N,H)
     x += params["embeddings.token_type"][token_type_ids.reshape(-1)[idx]]   # (N,H)
     x += params["embeddings.position"][idx % T]                    # (N,H): position = column
@@ -487,20 +506,10 @@ def _bert_forward_unpadded(params, config, ids, mask, token_type_ids, bias,
         hidden = [h] if output_hidden else None
         attentions = [] if output_attentions else None
         scores_all = [] if output_attentions else None
-        scale = h.dtype.type(1.0 / np.sqrt(hs))
         for i in range(config.num_layers):
             p = f"encoder.{i}."
             qkv, _ = linear_forward(h, params[p + "attn.qkv.W"], params[p + "attn.qkv.b"])  # (N,H) -> (N,3H)
-            qkv = _scatter(qkv, idx, B, T)                         # (B,T,3H), zero at padding
-            qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)   # (3,B,nh,T,hs), a view
-            q, k, v = qkv[0], qkv[1], qkv[2]                       # (B,nh,T,hs) each
-            q *= scale
-            scores = q @ k.swapaxes(-1, -2)                        # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
-            scores += bias                                         # padded keys get -1e9
-            probs, _ = softmax_forward(scores)                     # (B,nh,T,T)
-            ctx = np.empty((B, T, nh, hs), dtype=h.dtype)
-            np.matmul(probs, v, out=ctx.transpose(0, 2, 1, 3))     # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
-            ctx = ctx.reshape(B * T, H)[idx]                       # (B,T,H) -> (N,H) real tokens
+            ctx, scores, probs = attention_packed(qkv, starts, nh, keep_probs=output_attentions)  # (N,H)
             a, _ = linear_forward(ctx, params[p + "attn.out.W"], params[p + "attn.out.b"])  # (N,H)
             a += h                                                 # residual
             x1, _ = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"], eps)
@@ -512,8 +521,8 @@ def _bert_forward_unpadded(params, config, ids, mask, token_type_ids, bias,
             if output_hidden:
                 hidden.append(h)
             if output_attentions:
-                attentions.append(probs)
-                scores_all.append(scores)
+                attentions.append(_attention_grid(probs, idx, starts, B, T, 0))
+                scores_all.append(_attention_grid(scores, idx, starts, B, T, MASK_NEG))
     check_finite("last hidden state (NaN/inf in params or overflow)", h)
     last = _scatter(h, idx, B, T)                                  # (N,H) -> (B,T,H), zero at padding
     if output_hidden:
