@@ -19,6 +19,10 @@ if str(ROOT) not in sys.path:          # run from a checkout without `pip instal
 
 os.environ.setdefault("MPLBACKEND", "Agg")   # figures go to files; no display needed
 
+from minibert.allocator import keep_freed_memory  # noqa: E402  (needs ROOT on sys.path first)
+
+keep_freed_memory()                          # as the `minibert` command does: see minibert/allocator.py
+
 OUT = Path(os.environ.get("MINIBERT_LESSON_OUT", ROOT / "lessons" / "out"))
 
 

@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 
+from .allocator import is_tuned
 from .errors import MinibertError
 from .losses import cross_entropy
 from .model import BertConfig, classify_backward, classify_forward, count_params, init_params
@@ -89,18 +90,23 @@ def make_batch(rng, batch_size, seq_len, vocab_size):
     return ids, mask, np.zeros((B, T), dtype=np.int64), labels
 
 
-def forward_flops(config: BertConfig, batch_size, seq_len, n_tokens=None) -> int:
+def forward_flops(config: BertConfig, batch_size, seq_len, lengths=None) -> int:
     """Multiply-adds x 2 of every matmul in one forward (what really runs).
 
-    n_tokens: the rows the token-wise matmuls run on: B*T for the padded batch (PyTorch), the real
-    tokens only for minibert's inference forward, which skips padding (the attention core still
-    runs on the padded (B, T) layout). Per layer, N = n_tokens: QKV 2*N*H*3H, scores q k^T 2*B*nh*T*T*hs, probs @ v the same,
-    output projection 2*N*H*H, FFN 2*N*H*I twice; then the pooler and classifier on [CLS].
+    lengths: None for the padded batch (PyTorch's work: every sequence is T tokens long), or the
+    (B,) real lengths n_b for minibert's inference forward, which runs on the real tokens only
+    (N = sum n_b token-wise rows, attention over sum n_b^2 query-key pairs instead of B*T^2).
+    Per layer: QKV 2*N*H*3H, scores q k^T 2*nh*pairs*hs = 2*pairs*H, probs @ v the same, output
+    projection 2*N*H*H, FFN 2*N*H*I twice; then the pooler and classifier on [CLS].
     Elementwise work (softmax, GELU, LayerNorm) is not counted (it is < 1% of the FLOPs).
     """
     B, T, H, I = batch_size, seq_len, config.hidden_size, config.intermediate_size
-    N = B * T if n_tokens is None else n_tokens
-    attn = 2 * N * H * 3 * H + 2 * 2 * B * T * T * H + 2 * N * H * H
+    if lengths is None:
+        N, pairs = B * T, B * T * T
+    else:
+        n = np.asarray(lengths, dtype=np.int64)
+        N, pairs = int(n.sum()), int((n * n).sum())
+    attn = 2 * N * H * 3 * H + 2 * 2 * pairs * H + 2 * N * H * H
     ffn = 2 * 2 * N * H * I
     head = 2 * B * H * H * int(config.pooler) + 2 * B * H * max(config.num_labels, 0)
     return config.num_layers * (attn + ffn) + head
@@ -364,10 +370,12 @@ def rss_child(engine, config_dict, batch_size, seq_len, steps=3):
 def measure_peak_rss(engine, config, batch_size, seq_len, steps=3):
     """Run rss_child in a fresh Python. Returns its dict, or {"error": message} if it failed."""
     code = ("import json, sys; from minibert.bench import rss_child; "
+            "from minibert.allocator import keep_freed_memory; "
+            "sys.argv[6] == '1' and keep_freed_memory(); "          # the same malloc policy as here
             "rss_child(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), "
             "int(sys.argv[5]))")
     cmd = [sys.executable, "-c", code, engine, json.dumps(config.to_dict()), str(batch_size),
-           str(seq_len), str(steps)]
+           str(seq_len), str(steps), "1" if is_tuned() else "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -409,12 +417,13 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
                    "vocab": config.vocab_size, "labels": config.num_labels, "dtype": "float32"},
         "repeats": repeats, "numpy_version": np.__version__, "blas": blas,
         "loadavg_before": load_before,
+        "malloc": "freed memory kept (minibert.allocator)" if is_tuned() else "system default",
     }
     out["roofline_n"] = roofline_n
     flops = forward_flops(config, batch_size, seq_len)
     out["teacher_forward_flops"] = flops                      # the padded batch (PyTorch's work)
-    engine_flops = {"minibert": forward_flops(config, batch_size, seq_len, n_tokens=real_tokens),
-                    "torch": flops}                           # minibert skips padded tokens
+    engine_flops = {"minibert": forward_flops(config, batch_size, seq_len, batch[1].sum(axis=1)),
+                    "torch": flops}                           # minibert skips the padding
     out["minibert_teacher_forward_flops"] = engine_flops["minibert"]
     out["teacher_train_step_flops_approx"] = 3 * flops        # backward ~ 2x the forward's matmuls
 
@@ -511,8 +520,9 @@ def format_table(res) -> str:
         f"float32 matmul roofline ({res['roofline_n']}^2 @ {res['roofline_n']}^2): "
         f"{res['roofline_gflops']:.1f} GFLOP/s; teacher forward = "
         f"{res['teacher_forward_flops'] / 1e9:.2f} GFLOP on the padded batch (matmuls, counted "
-        f"analytically); minibert skips padded tokens: "
+        f"analytically); minibert skips the padding: "
         f"{res['minibert_teacher_forward_flops'] / 1e9:.2f} GFLOP",
+        f"malloc: {res.get('malloc', '-')}, for both engines; "
         f"median of {res['repeats']} runs; load average {' '.join(res['loadavg_before'])} before, "
         f"{' '.join(res['loadavg_after'])} after; 'paired': median over runs of the ratio of two "
         f"runs made back to back (for the roofline row: minibert's fraction, paired)",

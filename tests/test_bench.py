@@ -43,6 +43,12 @@ def test_forward_flops_follow_the_matmul_formula():
     B, T, H, I = 32, 64, 384, 1536
     per_layer = 2 * B * T * (4 * H * H + 2 * H * I) + 4 * B * T * T * H
     assert bench.forward_flops(cfg, B, T) == 6 * per_layer + 2 * B * H * H + 2 * B * H * 3
+    # Unpadded (minibert's inference): token-wise rows = sum of lengths, attention pairs = sum n_b^2.
+    lengths = np.array([64, 10, 3])
+    n, pairs = 77, 64 * 64 + 100 + 9
+    per_layer = 2 * n * (4 * H * H + 2 * H * I) + 4 * pairs * H
+    assert bench.forward_flops(cfg, 3, T, lengths) == 6 * per_layer + 2 * 3 * H * H + 2 * 3 * H * 3
+    assert bench.forward_flops(cfg, 3, T, [T, T, T]) == bench.forward_flops(cfg, 3, T)
 
 
 def test_run_bench_reports_every_figure_and_json_round_trips():
