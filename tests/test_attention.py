@@ -139,6 +139,26 @@ def test_packed_attention_equals_the_naive_loops_at_real_tokens(dtype, tol):
         attention_packed(qkv[:, :-1], starts, NH)                    # not (N, 3H)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shared_shift_softmax_equals_the_per_row_softmax_and_falls_back_when_rows_underflow(dtype):
+    from minibert.attention import _softmax_shared_shift
+    from minibert.layers import softmax_forward
+    rng = np.random.default_rng(8)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    x = (rng.standard_normal((3, 6, 6)) * 4).astype(dtype)
+    np.testing.assert_allclose(_softmax_shared_shift(x), softmax_forward(x)[0], rtol=tol, atol=tol)
+    # One row 200 below the shared max: exp would underflow to 0 in every entry (0/0 = NaN);
+    # the row sum check sends the whole array to the per-row softmax instead.
+    x[1, 2] -= 200
+    probs = _softmax_shared_shift(x)
+    assert np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs, softmax_forward(x)[0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(probs.sum(-1), 1, rtol=tol)
+    # Scores up to 1e4 apart across rows and large positive ones: no overflow either.
+    x = (rng.standard_normal((2, 4, 4)) + rng.uniform(-1e4, 1e4, (2, 4, 1))).astype(dtype)
+    np.testing.assert_allclose(_softmax_shared_shift(x), softmax_forward(x)[0], rtol=tol, atol=tol)
+
+
 # ----------------------------------------------------------------------------- padding
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
