@@ -362,33 +362,49 @@ _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+def _gelu(x, keep_cdf):
+    """y = x * Phi(x) for float x; Phi(x) too when keep_cdf (else None). Runs erf's blocks and
+    finishes each (Phi, then y) while it is still in the CPU cache; without keep_cdf Phi never
+    leaves it (one (N..., I) array less to write: ~13% of GELU's time on the teacher's FFN)."""
+    dt = x.dtype.type
+    if x.dtype.itemsize < 4:                                   # float16: erf computes in float32
+        cdf = erf_scaled(x, _SQRT_HALF)
+        cdf += dt(1)
+        cdf *= dt(0.5)
+        return x * cdf, cdf if keep_cdf else None
+    p, coeffs = (_ERF_P32, _ERF_R32) if x.dtype.itemsize == 4 else (_ERF_P64, _ERF_R64)
+    flat = x.reshape(-1)
+    y = np.empty_like(flat)
+    cdf = np.empty_like(flat) if keep_cdf else None
+    n = min(_BLOCK, flat.size)
+    u, e, c = (np.empty(n, dtype=x.dtype) for _ in range(3))  # scratch for every block
+    with np.errstate(divide="ignore", over="ignore"):          # as in erf_scaled
+        for i in range(0, flat.size, _BLOCK):
+            j = min(i + _BLOCK, flat.size)
+            ci = cdf[i:j] if keep_cdf else c[:j - i]
+            _erf_block(flat[i:j], _SQRT_HALF, ci, u[:j - i], e[:j - i], p, coeffs, dt)  # erf(x / sqrt 2)
+            ci += dt(1)
+            ci *= dt(0.5)                                      # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
+            np.multiply(flat[i:j], ci, out=y[i:j])             # y = x * Phi(x)
+    return y.reshape(x.shape), cdf.reshape(x.shape) if keep_cdf else None
+
+
 def gelu_forward(x):
     """The exact GELU: y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))) (not the tanh approximation).
 
     Inputs: x, float array of any shape. Returns a tuple of: y (same shape and dtype); cache (GeluCache).
     """
     x = check_float("x", x)
-    dt = x.dtype.type
-    if x.dtype.itemsize < 4:                                   # float16: erf computes in float32
-        cdf = erf_scaled(x, _SQRT_HALF)
-        cdf += dt(1)
-        cdf *= dt(0.5)
-        return x * cdf, GeluCache(x, cdf)
-    # erf's blocks, finished while each is still in the CPU cache: Phi and then y = x * Phi
-    p, coeffs = (_ERF_P32, _ERF_R32) if x.dtype.itemsize == 4 else (_ERF_P64, _ERF_R64)
-    flat = x.reshape(-1)
-    cdf, y = np.empty_like(flat), np.empty_like(flat)
-    n = min(_BLOCK, flat.size)
-    u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
-    with np.errstate(divide="ignore", over="ignore"):          # as in erf_scaled
-        for i in range(0, flat.size, _BLOCK):
-            j = min(i + _BLOCK, flat.size)
-            c = cdf[i:j]
-            _erf_block(flat[i:j], _SQRT_HALF, c, u[:j - i], e[:j - i], p, coeffs, dt)   # erf(x / sqrt 2)
-            c += dt(1)
-            c *= dt(0.5)                                       # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
-            np.multiply(flat[i:j], c, out=y[i:j])              # y = x * Phi(x)
-    return y.reshape(x.shape), GeluCache(x, cdf.reshape(x.shape))
+    y, cdf = _gelu(x, keep_cdf=True)
+    return y, GeluCache(x, cdf)
+
+
+def gelu(x):
+    """The same exact GELU for inference: y only, no cache (gelu_forward keeps Phi(x) for the backward).
+
+    Inputs: x, float array of any shape. Returns: y (same shape and dtype), bit-identical to gelu_forward's.
+    """
+    return _gelu(check_float("x", x), keep_cdf=False)[0]
 
 
 def gelu_backward(dy, cache):

@@ -47,6 +47,7 @@ from .layers import (
     dropout_forward,
     embedding_backward,
     embedding_forward,
+    gelu,
     gelu_backward,
     gelu_forward,
     layernorm_backward,
@@ -514,7 +515,7 @@ def _bert_forward_unpadded(params, config, ids, mask, token_type_ids, output_hid
             a += h                                                 # residual
             x1, _ = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"], eps)
             f, _ = linear_forward(x1, params[p + "ffn.in.W"], params[p + "ffn.in.b"])   # (N,H) -> (N,I)
-            f, _ = gelu_forward(f)                                 # (N,I)
+            f = gelu(f)                                            # (N,I)
             f, _ = linear_forward(f, params[p + "ffn.out.W"], params[p + "ffn.out.b"])  # (N,I) -> (N,H)
             f += x1                                                # residual
             h, _ = layernorm_forward(f, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"], eps)  # (N,H)

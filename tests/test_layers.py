@@ -18,6 +18,7 @@ from minibert.layers import (
     embedding_backward,
     embedding_forward,
     erf,
+    gelu,
     gelu_backward,
     gelu_forward,
     layernorm_backward,
@@ -140,6 +141,15 @@ def test_gelu_is_the_exact_erf_gelu():
     # and it is not the tanh approximation, which differs by up to ~5e-4 around |x| ~ 2
     tanh_gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
     assert np.max(np.abs(y - tanh_gelu)) > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_inference_gelu_is_bit_identical_to_gelu_forward(dtype):
+    # 200,003 elements: three full erf blocks and a ragged last one
+    x = (np.random.default_rng(9).standard_normal((7, 28_573)) * 3).astype(dtype)
+    y = gelu(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_array_equal(y, gelu_forward(x)[0])
 
 
 # ----------------------------------------------------------------------------- other properties
