@@ -26,13 +26,19 @@ Every time is the median of `repeats` runs after warm-up; the machine may be sha
 ratios measured in one run: the two engines alternate run by run, so load from the rest of the
 machine falls on both alike ("paired" figures are medians of run-by-run ratios).
 
-Where the time goes (measured 2026-11, 2 cores): the matmuls are ~75% of minibert's single-core
-work and BLAS runs them on both cores; NumPy's elementwise work (GELU/erf above all, then softmax,
-LayerNorm, bias adds) and the small per-head products run on one core, which is why the forward
-trails PyTorch on an idle machine while single-threaded the two are within ~10%. Splitting the
-elementwise work across Python threads was tried and reverted: after each matmul OpenBLAS's idle
-workers keep spinning (OPENBLAS_THREAD_TIMEOUT, default 2^28 cycles) on the core the second thread
-needs, so it only paid off with that variable set low.
+Where the time goes (measured 2026-11-26, 2 cores; the teacher inference forward above, ~210 ms):
+the four token-wise matmuls ~68% (QKV, output projection, FFN in and out, each at 180-195
+GFLOP/s, near the roofline), the exact-erf GELU ~16%, the packed attention core (per-sequence
+q k^T, softmax, probs @ v) ~9%, LayerNorm ~4%, the rest ~2%. What it took to get there, in order
+of effect: running every token-wise layer on the real tokens only (-30%); keeping freed memory in
+the process instead of faulting it back in page by page (minibert/allocator.py: ~11,000 faults
+and ~35 ms of system time per forward before, -10..15%); attention per packed sequence instead of
+the padded (B,nh,T,T) grid (-10%); one softmax shift per sequence (-2%); the inference GELU
+keeping Phi(x) in the CPU cache (-2%). NumPy's elementwise work runs on one core while
+OpenBLAS's workers keep spinning on the other for a while after each matmul
+(OPENBLAS_THREAD_TIMEOUT, default 2^28 cycles), so splitting ufuncs across Python threads gained
+nothing right after a matmul (measured: GELU 6.8 ms on one thread, 4.7 ms on two when no matmul
+ran just before, 6.9 ms when one did); tried and reverted.
 """
 
 from __future__ import annotations
