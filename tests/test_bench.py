@@ -62,6 +62,10 @@ def test_run_bench_reports_every_figure_and_json_round_trips():
     assert res["roofline_gflops"] > 0 and res["teacher_forward_flops"] > 0
     assert res["blas"]["threads"] >= 1 and "OPENBLAS_CORETYPE" in res["blas"]["env"]
     assert res["shapes"]["real_tokens"] == sum(res["shapes"]["lengths"])
+    assert res["malloc"] in ("freed memory kept (minibert.allocator)", "system default")
+    lengths = res["shapes"]["lengths"]                            # minibert's FLOPs: real tokens only
+    assert res["minibert_teacher_forward_flops"] == bench.forward_flops(
+        bench.teacher_config(num_layers=2, **TINY), 3, 8, lengths) < res["teacher_forward_flops"]
     assert json.loads(json.dumps(res)) == res                     # plain JSON types only
     table = bench.format_table(res)
     assert "teacher train step" in table and "roofline" in table

@@ -387,6 +387,21 @@ def test_inference_output_is_zero_at_padding_and_ignores_the_ids_there():
     assert np.any(a.last[real] != 0)
 
 
+def test_inference_with_a_fully_padded_row_or_batch_stays_finite():
+    config = tiny_config()
+    params = M.init_params(config, np.random.default_rng(0))
+    ids, mask, types = padded_batch(config)
+    mask = mask.copy()
+    mask[1] = 0                                                         # one row with no real token
+    a, _ = M.bert_forward(params, config, ids, mask, types)             # padded path
+    b, _ = M.bert_forward(params, config, ids, mask, types, output_attentions=True, keep_cache=False)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(b.last[real], a.last[real], rtol=1e-6, atol=1e-6)
+    assert np.all(b.last[1] == 0) and np.all(b.attentions[0][1] == 0)
+    c, _ = M.bert_forward(params, config, ids, np.zeros_like(mask), types, keep_cache=False)
+    assert c.last.shape == ids.shape + (config.hidden_size,) and np.all(c.last == 0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Config, parameters, pooling
 
