@@ -375,11 +375,13 @@ def rss_child(engine, config_dict, batch_size, seq_len, steps=3):
 
 def measure_peak_rss(engine, config, batch_size, seq_len, steps=3):
     """Run rss_child in a fresh Python. Returns its dict, or {"error": message} if it failed."""
-    code = ("import json, sys; from minibert.bench import rss_child; "
-            "from minibert.allocator import keep_freed_memory; "
-            "sys.argv[6] == '1' and keep_freed_memory(); "          # the same malloc policy as here
+    code = ("import json, sys\n"
+            "from minibert.allocator import keep_freed_memory\n"
+            "from minibert.bench import rss_child\n"
+            "if sys.argv[6] == '1':\n"
+            "    keep_freed_memory()\n"                         # the same malloc policy as this process
             "rss_child(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), "
-            "int(sys.argv[5]))")
+            "int(sys.argv[5]))\n")
     cmd = [sys.executable, "-c", code, engine, json.dumps(config.to_dict()), str(batch_size),
            str(seq_len), str(steps), "1" if is_tuned() else "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
