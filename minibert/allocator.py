@@ -43,7 +43,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):                 # no such symbol: not glibc
+    except (OSError, AttributeError, TypeError):      # no such symbol (not glibc), or no CDLL(None) (Windows)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # the mmap threshold first: setting either one switches off glibc's dynamic adjustment
