@@ -65,16 +65,20 @@ def _skip_finite_checks():
 
 
 def check_finite(name, a):
-    """ValueError if `a` holds NaN or inf. Costs one reduction (a sum) when everything is finite."""
+    """ValueError if `a` holds NaN or inf, saying how many and where the first one is. Costs one
+    reduction (a sum) when everything is finite."""
     if getattr(_finite, "skip", False):
         return
     with np.errstate(over="ignore", invalid="ignore"):
         total = a.sum()
     if np.isfinite(total):
         return
-    bad = np.size(a) - np.count_nonzero(np.isfinite(a))   # the sum may merely have overflowed
+    finite = np.isfinite(a)                               # the sum may merely have overflowed
+    bad = np.size(a) - np.count_nonzero(finite)
     if bad:
-        raise ValueError(f"{name}: contains {bad} NaN/inf value(s) (shape {a.shape})")
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{name}: contains {bad} NaN/inf value(s) (shape {a.shape}), the first "
+                         f"at index {first} = {a[first]}")
 
 
 def check_dout(name, dy, shape):

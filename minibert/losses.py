@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layers import check_finite, check_float
+
 __all__ = [
     "cross_entropy",
     "soft_kl",
@@ -37,17 +39,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 def _check_float(name, x, ndim=None):
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise ValueError(f"{name}: expected a float array, got dtype {x.dtype}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {x.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = x.sum()                   # NaN/inf always reach the sum: one cheap pass when clean
-    if not np.isfinite(total) and not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)}, "
-                         f"value {x[tuple(bad)]})")
+    """The core's float-array check (dtype, axes) plus the NaN/inf scan, as one call."""
+    x = check_float(name, x, ndim)
+    check_finite(name, x)
     return x
 
 
