@@ -71,6 +71,7 @@ class Task:
         from minibert.data import load_dataset
         from minibert.train import TrainConfig
         self.tiny = tiny
+        shared = dict(warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)  # every run
         if tiny:
             sys.path.insert(0, str(ROOT / "tests"))
             from tiny import make_tiny_model_dir, write_tiny_dataset
@@ -84,10 +85,8 @@ class Task:
             self.name = "tiny BERT (4 layers, H=32, random init) on a tiny separable sentiment CSV"
             self.teacher_dir = root / "teacher"
             self.max_length, self.batch_size = 16, 16
-            self.finetune = TrainConfig(epochs=3, lr=5e-3, batch_size=16, max_length=16,
-                                        warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
-            self.student = TrainConfig(epochs=2, lr=3e-3, batch_size=16, max_length=16,
-                                       warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
+            self.finetune = TrainConfig(epochs=3, lr=5e-3, batch_size=16, max_length=16, **shared)
+            self.student = TrainConfig(epochs=2, lr=3e-3, batch_size=16, max_length=16, **shared)
         else:
             from minibert.weights import fetch_teacher
             self.base_dir = fetch_teacher(ROOT / "weights" / "minilm-l6")
@@ -95,10 +94,8 @@ class Task:
             self.name = "all-MiniLM-L6-v2 on 600 tweets of the default sentiment corpus"
             self.teacher_dir = OUT / "teacher"
             self.max_length, self.batch_size = 32, 32
-            self.finetune = TrainConfig(epochs=2, lr=1e-4, batch_size=32, max_length=32,
-                                        warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
-            self.student = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=32,
-                                       warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)
+            self.finetune = TrainConfig(epochs=2, lr=1e-4, batch_size=32, max_length=32, **shared)
+            self.student = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=32, **shared)
 
     def student_batches(self, split):
         """The fixed list of training batches every student of lessons 7-9 sees (seeded)."""
