@@ -396,13 +396,13 @@ def check_encoder_layer_backward(impl: Callable) -> list[CheckResult]:
                          lambda v, n=name: fwd(n, v)[0], params[name], dy)
 
         keys = mask.astype(bool)[:, None, None, :]
-        attn_cache = _find_attention_cache(cache)
+        attn_cache = cache.attn                                       # EncoderLayerCache.attn
         dscores = rng.standard_normal(attn_cache.scores.shape) * keys
         dprobs = rng.standard_normal(attn_cache.probs.shape) * keys
 
         def objective(v):
             out, c = fwd("x", v)
-            a = _find_attention_cache(c)
+            a = c.attn
             return np.array([np.sum(out * dy) + np.sum(a.scores * dscores) + np.sum(a.probs * dprobs)])
 
         dx2, _ = rep.call("encoder_layer_backward(dy, cache, dscores, dprobs)", impl, dy, cache,
@@ -416,14 +416,6 @@ def check_encoder_layer_backward(impl: Callable) -> list[CheckResult]:
         rep.dtypes("float32 in, float32 out", {"dx": dx32, **g32})
 
     return _run(body)
-
-
-def _find_attention_cache(cache):
-    """The AttentionCache nested inside an encoder-layer cache (it holds scores and probs)."""
-    for value in cache:
-        if hasattr(value, "scores") and hasattr(value, "probs"):
-            return value
-    raise AttributeError("the encoder layer cache holds no attention cache with scores/probs")
 
 
 # ---------------------------------------------------------------------------------------------

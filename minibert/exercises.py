@@ -358,16 +358,15 @@ def format_verdict(ex: Exercise, results: list, path: Path | None = None) -> tup
     lines = [f"Exercise {ex.name}: {ex.title}{where}"]
     for r in results:
         lines.append(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.describe()}")
-    failed = [r for r in results if not r.passed]
     if not results:
-        failed = [None]
-        lines.append("  no checks ran")
+        return "\n".join(lines + ["  no checks ran"]), False
+    failed = [r for r in results if not r.passed]
     if not failed:
         lines.append(f"All {len(results)} checks pass. Well done: on to the next exercise "
                      f"(`minibert exercises list`).")
         return "\n".join(lines), True
     first = failed[0]
-    stub = first is not None and "NotImplementedError" in first.detail
+    stub = "NotImplementedError" in first.detail
     if stub and f"Exercise {ex.name}:" in first.detail:
         lines.append(f"Not implemented yet: replace the `raise NotImplementedError` in "
                      f"{ex.module}.py ({exercise_location(ex).function}) with your code.")

@@ -143,6 +143,7 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
         grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
         if len(grads) > len(names):
             raise ValueError(f"backward returned {len(grads)} gradients for {len(names)} inputs {names}")
+        names = names[:len(grads)]           # the trailing names are constants (see the docstring)
         grads = dict(zip(names, grads))
     missing = [name for name in names if name not in grads]
     if missing:

@@ -238,7 +238,7 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Callable,
         out_dir, tcfg: TrainConfig, resume: bool = False, run_config: dict | None = None,
-        on_best: Callable | None = None, extra_state: dict | None = None) -> FitResult:
+        on_best: Callable | None = None) -> FitResult:
     """Train `params` in place for tcfg.epochs epochs.
 
     Inputs:
@@ -255,7 +255,6 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
       resume: continue from out_dir's checkpoint; refused if the run config differs.
       run_config: JSON-able description of the run (e.g. CLI flags); tcfg is added as "train".
       on_best(params, epoch, metrics): called when an epoch beats every earlier one (1-based epoch).
-      extra_state: JSON-able dict stored in the checkpoint (returned as state["extra"]).
     Returns: FitResult. Raises TrainingDiverged on a NaN/inf loss or gradient norm, before
     the update is applied; the last checkpoint is left intact and named in the message.
     """
@@ -298,7 +297,7 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                 raise ValueError("step_fn: grads must have exactly params' keys; differing: "
                                  f"{sorted(set(grads) ^ set(params))[:5]}")
             loss = float(loss)
-            norm = clip_grad_norm(grads, tcfg.clip) if tcfg.clip > 0 else _global_norm(grads)
+            norm = clip_grad_norm(grads, tcfg.clip if tcfg.clip > 0 else math.inf)  # inf: norm only
             if not (math.isfinite(loss) and math.isfinite(norm)):   # stop BEFORE the update
                 bar.close()
                 what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
@@ -322,7 +321,7 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                   "parts": {k: v / steps_per_epoch for k, v in part_sums.items()},
                   "lr": lr, "steps": int(opt_state.step), "time_s": train_time,
                   "examples_per_s": n_seen / max(train_time, 1e-9), "dev": metrics}
-        improved = _end_epoch(run, record, params, opt_state, out_dir, tcfg, on_best, extra_state)
+        improved = _end_epoch(run, record, params, opt_state, out_dir, tcfg, on_best)
         last_good = f"{ckpt_path} (after epoch {epoch + 1})"
         _print_epoch(record, tcfg, improved)
     best = run["best"]
@@ -362,7 +361,7 @@ def _start_or_resume(params: dict, out_dir: Path, config: dict, resume: bool):
 
 
 def _end_epoch(run: dict, record: dict, params: dict, opt_state, out_dir: Path,
-               tcfg: TrainConfig, on_best, extra_state) -> bool:
+               tcfg: TrainConfig, on_best) -> bool:
     """Record the epoch, export the best model (on_best), write checkpoint, metrics and plot.
     Returns True when this epoch is the best so far."""
     from minibert.plots import plot_training_curves
@@ -374,7 +373,7 @@ def _end_epoch(run: dict, record: dict, params: dict, opt_state, out_dir: Path,
         run["best"] = {"epoch": record["epoch"], "metrics": record["dev"]}
         if on_best is not None:        # before the checkpoint: a crash in between replays the epoch
             on_best(params, record["epoch"], record["dev"])
-    save_checkpoint(out_dir / CHECKPOINT_NAME, params, opt_state, {**run, "extra": extra_state or {}})
+    save_checkpoint(out_dir / CHECKPOINT_NAME, params, opt_state, run)
     write_json(out_dir / "metrics.json", {"history": run["history"], "metric": tcfg.metric,
                                           "best_epoch": run["best"]["epoch"],
                                           "best": run["best"]["metrics"],
@@ -382,10 +381,6 @@ def _end_epoch(run: dict, record: dict, params: dict, opt_state, out_dir: Path,
     plot_training_curves(run["history"], run["step_losses"], out_dir / "training_curves.png",
                          metric=tcfg.metric)
     return improved
-
-
-def _global_norm(grads: dict) -> float:
-    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
 
 
 class _NoBar:

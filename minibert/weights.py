@@ -340,9 +340,6 @@ def _refuse_unsupported(hf: dict) -> None:
     bad = [a for a in hf.get("architectures") or [] if a not in SUPPORTED_ARCHITECTURES]
     if bad:
         no(f"architectures={bad}, but minibert supports {list(SUPPORTED_ARCHITECTURES)}")
-    if hf.get("hidden_size", 0) % max(hf.get("num_attention_heads", 1), 1):
-        no(f"hidden_size={hf['hidden_size']} is not divisible by "
-           f"num_attention_heads={hf['num_attention_heads']}")
 
 
 def split_hf_state(tensors: dict) -> tuple[dict, str, list[str]]:

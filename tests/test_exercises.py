@@ -234,3 +234,8 @@ def test_make_stubs_keeps_comments_and_docstring_and_replaces_the_code():
     exec(compile(stub, "stub", "exec"), namespace)
     with pytest.raises(NotImplementedError, match="Exercise linear_backward: "):
         namespace["linear_backward"](None, (None, None))
+
+
+def test_a_check_that_ran_nothing_is_not_a_pass():
+    text, passed = exercises.format_verdict(EXERCISES[0], [])
+    assert not passed and text.endswith("no checks ran")

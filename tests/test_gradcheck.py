@@ -137,3 +137,11 @@ def test_check_gradients_refuses_to_skip_a_missing_gradient():
     with pytest.raises(ValueError, match=r"no gradient for \['b'\]"):
         check_gradients(linear_forward, lambda dy, c: {"x": linear_backward(dy, c)[0],
                                                        "W": linear_backward(dy, c)[1]}, inputs, rng)
+
+
+def test_a_shorter_gradient_tuple_leaves_the_trailing_inputs_as_constants():
+    # As documented: a tuple is matched to the inputs in order; names past its end are constants.
+    rng = np.random.default_rng(6)
+    inputs = {"x": rng.standard_normal((2, 3)), "W": rng.standard_normal((3, 2)), "b": np.zeros(2)}
+    errors = check_gradients(linear_forward, lambda dy, c: linear_backward(dy, c)[:2], inputs, rng)
+    assert set(errors) == {"x", "W"} and max(errors.values()) <= GRAD_TOL
