@@ -21,7 +21,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import zipfile
 from pathlib import Path

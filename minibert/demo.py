@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
+from minibert.files import atomic_write, atomic_write_json, atomic_write_text
 
 
 class DemoSizes(NamedTuple):
@@ -124,16 +125,16 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     """Fine-tune the pre-trained teacher (a fresh head) with train.fit; out_dir receives the
     best-dev model and head.json. Reused when out_dir already holds a teacher fine-tuned with
     the same settings (demo_teacher.json). Returns (params, config, info dict)."""
-    from minibert.train import (TrainConfig, fit, make_classify_step, make_eval_fn,
-                                train_batches, with_fresh_head, write_head_record)
+    from minibert.train import (CHECKPOINT_NAME, TrainConfig, fit, make_classify_step,
+                                make_eval_fn, train_batches, with_fresh_head, write_head_record)
     from minibert.weights import load_model, save_model
     teacher_sizes = {k: v for k, v in sizes._asdict().items()
                      if k not in ("student_epochs", "student_lr", "test")}
     key = {"model": str(model_dir), "sizes": teacher_sizes, "seed": seed, "data": data.info}
     marker = out_dir / "demo_teacher.json"
     if marker.is_file() and (out_dir / "head.json").is_file():
-        saved = json.loads(marker.read_text())
-        if saved.get("key") == json.loads(json.dumps(key)):
+        saved = _read_json(marker)
+        if saved.get("key") == json.loads(json.dumps(key, default=str)):
             params, config = load_model(out_dir)
             print(f"reusing the fine-tuned teacher in {out_dir}")
             return params, config, saved["info"]
@@ -160,10 +161,23 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     info = {"time_s": time.perf_counter() - t0, "best_epoch": res.best_epoch,
             "dev": res.best_metrics, "history": res.history, "step_losses": res.step_losses,
             "examples_per_s": float(np.mean([h["examples_per_s"] for h in res.history]))}
-    (out_dir / "checkpoint.safetensors").unlink(missing_ok=True)   # 3x the model: not needed
-    marker.write_text(json.dumps({"key": key, "info": info}, default=str) + "\n")
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)            # 3x the model: not needed
+    atomic_write_json(marker, {"key": key, "info": info})
     params, config = load_model(out_dir)                           # the best epoch
     return params, config, info
+
+
+def _read_json(path: Path) -> dict:
+    """A cache marker written by an earlier run; {} if it is missing or unreadable (a stale cache)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:        # a file object: given a path, np.save would append ".npy"
+        np.save(f, array)
 
 
 def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: int):
@@ -174,7 +188,7 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: 
                                                                  config.num_layers)))
     npy, meta = out_dir / "teacher_logits.npy", out_dir / "teacher_logits.json"
     key = json.loads(json.dumps(key, default=str))
-    if npy.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+    if npy.is_file() and _read_json(meta).get("key") == key:
         logits = np.load(npy)
         if logits.shape == (len(split.labels), config.num_labels):
             print(f"reusing cached teacher logits {npy} {logits.shape}")
@@ -182,8 +196,8 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: 
     t0 = time.perf_counter()
     cache = TeacherCache(params, config, split, settings, batch_size=64, progress=True)
     elapsed = time.perf_counter() - t0
-    np.save(npy, cache.logits)
-    meta.write_text(json.dumps({"key": key, "time_s": elapsed}) + "\n")
+    atomic_write(npy, lambda tmp: _save_npy(tmp, cache.logits))
+    atomic_write_json(meta, {"key": key, "time_s": elapsed})
     return cache, elapsed
 
 
@@ -197,7 +211,7 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
     its params, config and fit history."""
     from minibert.distill import (DistillSettings, default_init_layers, student_config,
                                   train_student, uniform_layer_map)
-    from minibert.train import TrainConfig
+    from minibert.train import CHECKPOINT_NAME, TrainConfig
     config = student_config(teacher_config, STUDENT_LAYERS)
     init_layers = default_init_layers(STUDENT_LAYERS, teacher_config.num_layers)
     settings = DistillSettings(alpha, temperature,
@@ -215,7 +229,7 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
                         run_config={"command": f"demo-{name}", "alpha": alpha,
                                     "temperature": temperature, "init_layers": init_layers},
                         head_record={"data": "default (demo subset)"})
-    (out_dir / "checkpoint.safetensors").unlink(missing_ok=True)
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return {"name": name, "params": run.params, "config": config, "alpha": alpha,
             "temperature": temperature, "init_layers": init_layers,
             "time_s": time.perf_counter() - t0, "best_epoch": run.fit.best_epoch,
@@ -237,10 +251,7 @@ def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
 
 def plot_curves(runs: list[dict], path) -> None:
     """Training loss (running mean) and dev accuracy at the end of each epoch, against steps."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from minibert.plots import running_mean
+    from minibert.plots import plt, running_mean, save_figure   # plots sets the Agg backend
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
     for i, r in enumerate(runs):                      # x in optimizer steps: the students
         losses = r["step_losses"]                     # take equally many, epochs differ
@@ -260,8 +271,7 @@ def plot_curves(runs: list[dict], path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("minibert demo: teacher fine-tuning and student training")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -291,8 +301,7 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
                   f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({r['time_s']:.0f} s)",
                   flush=True)
             shutil.rmtree(sweep_dir / f"T{T:g}_a{a:g}")             # keep only the table
-    (sweep_dir / "sweep.json").write_text(json.dumps({"seed": seed, "sizes": sizes._asdict(),
-                                                      "rows": rows}, indent=2) + "\n")
+    atomic_write_json(sweep_dir / "sweep.json", {"seed": seed, "sizes": sizes._asdict(), "rows": rows})
     lines = ["| T \\ alpha | " + " | ".join(f"{a:g}" for a in alphas) + " |",
              "|---|" + "---:|" * len(alphas)]
     for T in temperatures:
@@ -302,16 +311,14 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
             f"{c['test_accuracy']:.4f} (F1 {c['test_macro_f1']:.3f})" for c in cells) + " |")
     table = ("Student test accuracy (macro-F1) by temperature and alpha (weight of the hard "
              f"CE), seed {seed}\n\n" + "\n".join(lines))
-    (sweep_dir / "sweep.md").write_text(table + "\n")
+    atomic_write_text(sweep_dir / "sweep.md", table + "\n")
     _plot_sweep(rows, temperatures, alphas, sweep_dir / "sweep.png")
     print(table)
     return rows
 
 
 def _plot_sweep(rows, temperatures, alphas, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from minibert.plots import plt, save_figure
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, a in enumerate(alphas):
         acc = [next(r["test_accuracy"] for r in rows
@@ -325,8 +332,7 @@ def _plot_sweep(rows, temperatures, alphas, path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("distillation sweep: temperature x alpha")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -369,7 +375,7 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
     timings["teacher_finetune_s"] = time.perf_counter() - t0
     teacher, timings["teacher_logits_s"] = cached_teacher(
         tparams, tconfig, data.student_train, out,
-        {"teacher": json.load(open(out / "teacher" / "demo_teacher.json"))["key"],
+        {"teacher": _read_json(out / "teacher" / "demo_teacher.json")["key"],
          "n": len(data.student_train.labels)}, sizes.batch_size)
     print(teacher.describe())
 
@@ -422,8 +428,8 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
                            "alpha": ALPHA, "temperature": TEMPERATURE},
                "rows": rows, "verdict": verdict, "timings_s": timings,
                "dev": {"teacher": tinfo["dev"], **{n: r["dev"] for n, r in runs.items()}}}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / "results.md").write_text(table + "\n")
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", table + "\n")
     print(table)
     print(f"KD student keeps {100 * verdict['kd_over_teacher_accuracy']:.1f}% of the teacher's "
           f"test accuracy; KD - hard-only = {100 * verdict['kd_minus_hard_accuracy']:+.2f} points")

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 from minibert.files import atomic_write  # noqa: E402
 
 
-def _save(fig, path) -> None:
+def save_figure(fig, path) -> None:
+    """Save fig atomically (format from the suffix) and close it."""
     path = Path(path)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
@@ -70,7 +71,7 @@ def plot_training_curves(history: list, step_losses: list, path, metric: str = "
         ax_dev.legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_accuracy_vs_latency(points: list[dict], path, title: str = "accuracy vs latency",
@@ -89,4 +90,4 @@ def plot_accuracy_vs_latency(points: list[dict], path, title: str = "accuracy vs
     ax.set_ylabel(y_key)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -18,7 +18,6 @@ read it. No pickle file is ever opened: only safetensors.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import zipfile
 from pathlib import Path
