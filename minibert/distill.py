@@ -643,13 +643,12 @@ def cli_distill(args) -> int:
     best-dev student plus a teacher-vs-student evaluation (evaluation.json)."""
     from minibert.data import load_dataset
     from minibert.errors import DataError
-    from minibert.tokenizer import Tokenizer, check_tokenizer_fits
     from minibert.train import TrainConfig, check_out_dir, encode_examples, write_json
-    from minibert.weights import load_model
+    from minibert.weights import load_model_and_tokenizer
     tcfg = TrainConfig.from_args(args)
     tcfg.validate()
     out = check_out_dir(args.out, args.teacher)
-    tparams, tconfig = load_model(args.teacher)
+    tparams, tconfig, tokenizer = load_model_and_tokenizer(args.teacher)
     check_teacher(args.teacher, tconfig)
     config = student_config(tconfig, args.layers, args.hidden_size, args.intermediate_size,
                             args.heads)
@@ -658,8 +657,6 @@ def cli_distill(args) -> int:
                                args.attention_weight, args.cosine_weight,
                                tuple(uniform_layer_map(config.num_layers, tconfig.num_layers)))
     check_settings(settings, config, tconfig)
-    tokenizer = Tokenizer.from_dir(args.teacher)
-    check_tokenizer_fits(tokenizer, tconfig)
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
                         text_pair_column=args.text_pair_column, limit=args.limit, seed=args.seed)
     lmap = label_map(data.labels, tconfig)

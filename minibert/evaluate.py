@@ -170,11 +170,10 @@ def evaluate_model(params, config, tokenizer, examples, batch_size: int = 32,
 # ----------------------------------------------------------------------------- CLI
 
 def _load_classifier(model_dir):
-    from minibert.tokenizer import Tokenizer
-    from minibert.weights import load_model
-    params, config = load_model(model_dir)
+    from minibert.weights import load_model_and_tokenizer
+    params, config, tokenizer = load_model_and_tokenizer(model_dir)   # the tokenizer fits the vocab
     _check_head(config)
-    return params, config, Tokenizer.from_dir(model_dir)
+    return params, config, tokenizer
 
 
 def cli_evaluate(args) -> int:

@@ -102,22 +102,29 @@ def adamw_init(params):
                       v={k: np.zeros_like(p) for k, p in params.items()})
 
 
+def check_state(state, params) -> None:
+    """ValueError unless state.m and state.v hold exactly the names, shapes and dtypes of params."""
+    for which, d in (("m", state.m), ("v", state.v)):
+        if set(d) != set(params):
+            raise ValueError(f"optimizer state ({which}) does not match the parameters: missing "
+                             f"{sorted(set(params) - set(d))[:5]}, unknown {sorted(set(d) - set(params))[:5]}")
+        for name, p in params.items():
+            if d[name].shape != p.shape or d[name].dtype != p.dtype:
+                raise ValueError(f"optimizer state {which}.{name}: shape {d[name].shape} dtype "
+                                 f"{d[name].dtype}, parameter has {p.shape} {p.dtype}")
+
+
 def _check_step_inputs(params, grads, state, lr, beta1, beta2, eps, weight_decay):
-    if set(grads) != set(params) or set(state.m) != set(params) or set(state.v) != set(params):
-        missing = sorted(set(params) - set(grads))
-        extra = sorted(set(grads) - set(params))
-        stale = sorted(set(params) ^ set(state.m))
-        raise ValueError("grads/state must have exactly the keys of params: "
-                         f"missing grads {missing[:5]}, unknown grads {extra[:5]}, "
-                         f"state mismatch {stale[:5]}")
+    if set(grads) != set(params):
+        raise ValueError("grads must have exactly the keys of params: missing grads "
+                         f"{sorted(set(params) - set(grads))[:5]}, unknown grads "
+                         f"{sorted(set(grads) - set(params))[:5]}")
     for name, p in params.items():
         g = grads[name]
         if g.shape != p.shape or g.dtype != p.dtype:
             raise ValueError(f"grads[{name!r}]: expected shape {p.shape} dtype {p.dtype}, "
                              f"got {g.shape} {g.dtype}")
-        if state.m[name].shape != p.shape or state.m[name].dtype != p.dtype:
-            raise ValueError(f"state.m[{name!r}]: expected shape {p.shape} dtype {p.dtype}, "
-                             f"got {state.m[name].shape} {state.m[name].dtype}")
+    check_state(state, params)
     for arg, val, ok in (("lr", lr, lr >= 0), ("beta1", beta1, 0 <= beta1 < 1),
                          ("beta2", beta2, 0 <= beta2 < 1), ("eps", eps, eps > 0),
                          ("weight_decay", weight_decay, weight_decay >= 0)):
@@ -202,16 +209,10 @@ def state_from_arrays(arrays, params=None):
     v = {k[2:]: np.array(a) for k, a in arrays.items() if k.startswith("v.")}
     if set(m) != set(v):
         raise ValueError(f"optimizer state: m and v name different parameters: {sorted(set(m) ^ set(v))[:5]}")
+    state = AdamWState(step=step, m=m, v=v)
     if params is not None:
-        if set(m) != set(params):
-            raise ValueError("optimizer state does not match the parameters: missing "
-                             f"{sorted(set(params) - set(m))[:5]}, unknown {sorted(set(m) - set(params))[:5]}")
-        for name, p in params.items():
-            for which, d in (("m", m), ("v", v)):
-                if d[name].shape != p.shape or d[name].dtype != p.dtype:
-                    raise ValueError(f"optimizer state {which}.{name}: shape {d[name].shape} dtype "
-                                     f"{d[name].dtype}, parameter has {p.shape} {p.dtype}")
-    return AdamWState(step=step, m=m, v=v)
+        check_state(state, params)
+    return state
 
 
 def linear_schedule(step, total_steps, warmup_steps, peak_lr):

@@ -216,7 +216,10 @@ def load_checkpoint(path):
         raise CheckpointError(f"checkpoint {path} is unreadable: {err}") from err
     groups = {"params": {}, "adam_m": {}, "adam_v": {}}
     for key, arr in tensors.items():
-        group, name = key.split("/", 1)
+        group, _, name = key.partition("/")
+        if group not in groups or "opt_step" not in state:
+            raise CheckpointError(f"checkpoint {path} is unreadable: not a minibert checkpoint "
+                                  f"(tensor {key!r}, format {state.get('format')!r})")
         groups[group][name] = arr
     opt_state = AdamWState(step=int(state["opt_step"]), m=groups["adam_m"], v=groups["adam_v"])
     return groups["params"], opt_state, state
@@ -333,7 +336,7 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
 def _start_or_resume(params: dict, out_dir: Path, config: dict, resume: bool):
     """Fresh AdamW state, or (resume) params/state/history loaded from the checkpoint.
     Returns (opt_state, run) with run = {epochs_done, run_config, history, step_losses, best}."""
-    from minibert.optim import adamw_init
+    from minibert.optim import adamw_init, check_state
     if out_dir.exists() and not out_dir.is_dir():
         raise MinibertError(f"--out {out_dir}: exists and is not a directory")
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -354,8 +357,15 @@ def _start_or_resume(params: dict, out_dir: Path, config: dict, resume: bool):
     if set(saved) != set(params):
         raise CheckpointError(f"--resume: {ckpt_path} holds different tensors than the model: "
                               f"{sorted(set(saved) ^ set(params))[:5]}")
+    wrong = [f"{k} {saved[k].shape} vs {params[k].shape}" for k in params if saved[k].shape != params[k].shape]
+    if wrong:
+        raise CheckpointError(f"--resume: {ckpt_path} has other shapes than the model: {wrong[:5]}")
     for name in params:
         params[name] = saved[name].astype(params[name].dtype, copy=False)
+    try:
+        check_state(opt_state, params)
+    except ValueError as err:
+        raise CheckpointError(f"--resume: {ckpt_path}: {err}") from None
     run = {k: state[k] for k in ("epochs_done", "run_config", "history", "step_losses", "best")}
     return opt_state, run
 
@@ -469,14 +479,11 @@ def check_out_dir(out, *inputs) -> Path:
 def cli_finetune(args) -> int:
     """minibert finetune: train a fresh classifier head and the encoder; OUT holds the best epoch."""
     from minibert.data import load_dataset
-    from minibert.tokenizer import Tokenizer, check_tokenizer_fits
-    from minibert.weights import load_model, save_model
+    from minibert.weights import load_model_and_tokenizer, save_model
     tcfg = TrainConfig.from_args(args)
     tcfg.validate()
     out = check_out_dir(args.out, args.model)
-    params, config = load_model(args.model)
-    tokenizer = Tokenizer.from_dir(args.model)
-    check_tokenizer_fits(tokenizer, config)
+    params, config, tokenizer = load_model_and_tokenizer(args.model)
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
                         text_pair_column=args.text_pair_column, limit=args.limit, seed=args.seed)
     if not data.train:

@@ -146,7 +146,7 @@ def test_adamw_rejects_mismatched_grads_and_bad_hyperparameters():
         adamw_step(params, grads, state, 1e-3, beta2=1.0)
     assert state.step == 0, "a rejected step must not advance the state"
     bigger = {**params, "extra.W": np.zeros((2, 2), np.float32)}
-    with pytest.raises(ValueError, match=r"does not match the parameters: missing \['extra.W'\]"):
+    with pytest.raises(ValueError, match=r"does not match the parameters: missing \[.extra.W.\]"):
         state_from_arrays(state_to_arrays(state), params=bigger)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from minibert.errors import CheckpointError, MinibertError, TrainingDiverged
 from minibert.train import (CHECKPOINT_NAME, EncodedSplit, TrainConfig, bucket_batches,
-                            fit, load_checkpoint, make_batch, train_batches)
+                            fit, load_checkpoint, make_batch, save_checkpoint, train_batches)
 
 # ----------------------------------------------------------------------------- a toy model
 
@@ -334,3 +334,16 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="unreadable"):
         run_toy(tmp_path / "run", epochs=1, resume=True)
     assert not list((tmp_path / "run").glob(".*tmp*"))         # no temporary files left over
+
+
+def test_resume_from_a_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    # A checkpoint that reads fine but whose AdamW state does not fit (here v in float64):
+    # refused before training, naming the tensor, instead of silently promoting the update.
+    run_toy(tmp_path / "run", epochs=1)
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    params, opt_state, state = load_checkpoint(ckpt)
+    name = next(iter(opt_state.v))
+    opt_state.v[name] = opt_state.v[name].astype(np.float64)
+    save_checkpoint(ckpt, params, opt_state, state)
+    with pytest.raises(CheckpointError, match=rf"optimizer state v\.{name}: .*float64"):
+        run_toy(tmp_path / "run", epochs=1, resume=True)

@@ -284,8 +284,10 @@ def test_tokenizer_larger_than_embedding_table_is_a_tokenizer_error(tmp_path, ti
 
     shutil.copytree(tiny_cls_dir, tmp_path / "m")
     write_tiny_tokenizer(tmp_path / "m", vocab_size=120)
-    with pytest.raises(TokenizerError, match="120 tokens.*vocab_size=100"):
-        weights.load_model_and_tokenizer(tmp_path / "m")
+    from minibert.evaluate import _load_classifier           # what `evaluate` and `predict` load with
+    for load in (weights.load_model_and_tokenizer, _load_classifier):
+        with pytest.raises(TokenizerError, match="120 tokens.*vocab_size=100"):
+            load(tmp_path / "m")
 
 
 @pytest.mark.parametrize("key,value,match", [
