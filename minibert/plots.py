@@ -86,7 +86,7 @@ def plot_accuracy_vs_latency(points: list[dict], path, title: str = "accuracy vs
         ax.scatter(p[x_key], p[y_key], s=s, color=f"C{i % 10}", alpha=0.8, zorder=3)
         ax.annotate(p["name"], (p[x_key], p[y_key]), textcoords="offset points",
                     xytext=(6, 6), fontsize=8)
-    ax.set_xlabel("latency, ms per example (batch 32)" if x_key == "ms_per_example" else x_key)
+    ax.set_xlabel("latency, ms per example" if x_key == "ms_per_example" else x_key)
     ax.set_ylabel(y_key)
     ax.grid(alpha=0.3)
     ax.set_title(title)

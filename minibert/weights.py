@@ -218,7 +218,8 @@ def _hf_shapes(entry: Mapping, our_shape: tuple) -> list[tuple]:
 
 
 def hf_to_minibert(state: dict, config: BertConfig) -> dict:
-    """Map un-prefixed HF tensors to minibert names (float32 copies). Used for weights and, in the
+    """Map un-prefixed HF tensors to minibert names (contiguous, in the source dtype; they may
+    share memory with `state`; save_model casts to float32). Used for weights and, in the
     parity tests, for PyTorch's gradients: transposes and concatenation are linear, so gradients
     map exactly like the weights. Every mapped HF tensor must be present with the right shape."""
     shapes = param_shapes(config)

@@ -9,7 +9,8 @@ The tokenizer is a real WordPiece tokenizer.json (built with the `tokenizers` li
 vocabulary of a few dozen lowercase words; the model is model.init_params with small sizes,
 saved with weights.save_model. Sentiment words decide the label: "good/great/..." -> positive,
 "bad/awful/..." -> negative (and, with 3 classes, neither -> neutral), so a model can learn
-the task to ~100% in a few seconds.
+the task to ~100% in a few seconds (reliably with pooler=False: through the random tanh
+pooler some seeds sit on the 0.69 loss plateau for many epochs, see test_train.py).
 """
 
 from __future__ import annotations
