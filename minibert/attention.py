@@ -123,10 +123,7 @@ def attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads, dropout_p=0.0, r
     if bias is not None:
         scores += bias                                                # (B,nh,T,T) + (B,1,1,T)
     probs, _ = softmax_forward(scores)                                # (B,nh,T,T), rows sum to 1
-    if rng is not None and dropout_p > 0:
-        dropped, drop = dropout_forward(probs, dropout_p, rng)        # (B,nh,T,T)
-    else:
-        dropped, drop = probs, DropoutCache(None)                     # no copy needed: read only
+    dropped, drop = dropout_forward(probs, dropout_p, rng, copy=False)   # (B,nh,T,T); eval: probs itself
     ctx = np.empty((B, T, nh, hs), dtype=x.dtype)                     # heads side by side again:
     np.matmul(dropped, v, out=ctx.transpose(0, 2, 1, 3))              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs) view
     ctx = ctx.reshape(B, T, H)                                        # (B,T,nh,hs) -> (B,T,H), no copy
@@ -155,9 +152,12 @@ def attention_backward(dy, cache, dscores=None, dprobs=None):
     # 1) y = ctx @ W_o + b_o
     dctx, dW_o, db_o = linear_backward(dy, out_cache)                 # (B,T,H)
     dctx = dctx.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)           # -> (B,nh,T,hs)
+    # the gradient of qkv, heads back side by side; its v, q and k parts are written below
+    dqkv = np.empty((B, T, 3, nh, hs), dtype=dy.dtype)
+    dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                        # (3,B,nh,T,hs) view into dqkv
     # 2) ctx = dropped @ v, with dropped = probs * mask (recomputed: one multiply, saves memory)
     dropped = probs if drop.mask is None else probs * drop.mask       # (B,nh,T,T)
-    dv = dropped.swapaxes(-1, -2) @ dctx                              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
+    np.matmul(dropped.swapaxes(-1, -2), dctx, out=dqkv_heads[2])      # dv: (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
     dp = dctx @ v.swapaxes(-1, -2)                                    # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
     # 3) dropout, then the extra gradient on probs (which is read before dropout)
     if drop.mask is not None:
@@ -169,12 +169,9 @@ def attention_backward(dy, cache, dscores=None, dprobs=None):
     if dscores is not None:
         ds += dscores
     # 5) scores = (scale * q_raw) @ k^T + bias; the cached q already holds scale * q_raw
-    dqkv = np.empty((B, T, 3, nh, hs), dtype=dy.dtype)                # heads back side by side
-    dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                        # (3,B,nh,T,hs) view into dqkv
     np.matmul(ds, k, out=dqkv_heads[0])                               # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
     dqkv_heads[0] *= scale
     np.matmul(ds.swapaxes(-1, -2), q, out=dqkv_heads[1])              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
-    dqkv_heads[2] = dv
     # 6) qkv = x @ W_qkv + b_qkv
     dx, dW_qkv, db_qkv = linear_backward(dqkv.reshape(B, T, 3 * H), qkv_cache)
     # END EXERCISE attention_backward

@@ -319,17 +319,23 @@ def distill_loss(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
             b = params.get(f"{PROJ_PREFIX}{j}.b")
             lj, dh, dW, db = hidden_mse(out.hidden_states[j], th, mask, W, b)
             parts["hidden"] += float(lj)
-            dhidden[j] = dh * w                           # (B,T,Hs)
+            dh *= w                                       # (B,T,Hs); the losses' grads are fresh
+            dhidden[j] = dh
             if W is not None:
-                extra[f"{PROJ_PREFIX}{j}.W"] = dW * w     # (Hs,Ht)
-                extra[f"{PROJ_PREFIX}{j}.b"] = db * w     # (Ht,)
+                dW *= w
+                db *= w
+                extra[f"{PROJ_PREFIX}{j}.W"] = dW         # (Hs,Ht)
+                extra[f"{PROJ_PREFIX}{j}.b"] = db         # (Ht,)
         loss += settings.hidden_weight * parts["hidden"]
     if settings.cosine_weight > 0:
         L = config.num_layers
         lc, dh = cosine_loss(out.hidden_states[L], teacher.hidden[L], mask)
         parts["cosine"] = float(lc)
-        dh = dh * dt(settings.cosine_weight)
-        dhidden[L] = dh if dhidden[L] is None else dhidden[L] + dh
+        dh *= dt(settings.cosine_weight)
+        if dhidden[L] is None:
+            dhidden[L] = dh
+        else:
+            dhidden[L] += dh
         loss += settings.cosine_weight * parts["cosine"]
     if want_s:
         w = dt(settings.attention_weight)
@@ -337,7 +343,8 @@ def distill_loss(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
         for j, ts in enumerate(teacher.scores):
             la, ds = attention_mse(out.scores[j], ts, mask)
             parts["attention"] += float(la)
-            dscores.append(ds * w)                        # (B,nh,T,T)
+            ds *= w
+            dscores.append(ds)                            # (B,nh,T,T)
         loss += settings.attention_weight * parts["attention"]
     grads = classify_backward(dlogits, cache, dhidden=dhidden, dscores=dscores)
     grads.update(extra)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from minibert.errors import MinibertError
+from minibert.layers import softmax_forward
 from minibert.model import bert_forward, l2_normalize, mean_pool, mlm_forward
 
 EMBED_MAX_LENGTH = 256   # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
@@ -68,9 +69,7 @@ def fill_mask(params, config, tokenizer, texts, top_k: int = 5) -> list[list[lis
     res, _ = bert_forward(params, config, batch.ids, batch.mask, batch.token_type_ids, keep_cache=False)
     rows, cols = np.nonzero(batch.ids == tokenizer.mask_id)                     # M masked positions
     logits, _ = mlm_forward(params, config, res.last[rows, cols][None])        # (1,M,H) -> (1,M,V)
-    logits = logits[0] - logits[0].max(axis=-1, keepdims=True)                 # (M,V)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs, _ = softmax_forward(logits[0])                                      # (M,V)
     top = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                # (M,k)
     results = [[] for _ in texts]
     for m, r in enumerate(rows):

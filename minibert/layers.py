@@ -441,18 +441,20 @@ class DropoutCache(NamedTuple):
     mask: np.ndarray | None   # (N...) 0 or 1/(1-p) ("inverted dropout", pre-scaled); None = inactive
 
 
-def dropout_forward(x, p, rng):
+def dropout_forward(x, p, rng, copy=True):
     """Inverted dropout: zero each entry with probability p, scale the survivors by 1/(1-p).
 
-    Inputs: x, float array; p in [0, 1); rng, np.random.Generator, or None for eval mode.
-    Returns a tuple of: y (a fresh array, also when inactive); cache (DropoutCache).
-    Inactive (rng None or p == 0): y is a copy of x and the mask is None.
+    Inputs: x, float array; p in [0, 1); rng, np.random.Generator, or None for eval mode;
+            copy: when inactive, return a copy of x (default) or, copy=False, x itself (for
+            callers that never write into the result: no copy in eval mode).
+    Returns a tuple of: y (a fresh array when active, or when copy); cache (DropoutCache).
+    Inactive (rng None or p == 0): y is x or a copy of it, and the mask is None.
     """
     x = check_float("x", x)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"p: dropout probability must be in [0, 1), got {p}")
     if rng is None or p == 0:
-        return x.copy(), DropoutCache(None)
+        return (x.copy() if copy else x), DropoutCache(None)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a numpy.random.Generator or None, got {type(rng).__name__}")
     dt = x.dtype.type if x.dtype in (np.float32, np.float64) else np.float64

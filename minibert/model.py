@@ -229,14 +229,6 @@ def check_params(params: dict[str, np.ndarray], config: BertConfig) -> np.dtype:
     return dtype
 
 
-def _dropout(x, p, rng):
-    """dropout_forward, minus its defensive copy in eval mode (rng None or p == 0): the callers
-    here never write into the result, so in eval mode x itself is returned, with an inactive cache."""
-    if rng is None or p == 0:
-        return x, DropoutCache(None)
-    return dropout_forward(x, p, rng)
-
-
 # ----------------------------------------------------------------------------------------------
 # Embeddings: word + position + token type, LayerNorm, dropout
 
@@ -260,7 +252,7 @@ def embeddings_forward(params, config, ids, token_type_ids, rng=None):
     x += params["embeddings.position"][:T]              # (B,T,H) += (T,H), broadcast over B
     y, ln_cache = layernorm_forward(x, params["embeddings.ln.gamma"], params["embeddings.ln.beta"],
                                     config.layer_norm_eps)  # (B,T,H)
-    h, drop_cache = _dropout(y, config.hidden_dropout, rng)         # (B,T,H)
+    h, drop_cache = dropout_forward(y, config.hidden_dropout, rng, copy=False)  # (B,T,H)
     n_positions = params["embeddings.position"].shape[0]
     return h, EmbeddingsCache(word_cache, tt_cache, n_positions, ln_cache, drop_cache)
 
@@ -304,14 +296,14 @@ def encoder_layer_forward(params, config, i, x, bias, rng=None):
     a, attn_cache = attention_forward(
         x, params[p + "attn.qkv.W"], params[p + "attn.qkv.b"], params[p + "attn.out.W"],
         params[p + "attn.out.b"], bias, config.num_heads, config.attention_dropout, rng)  # (B,T,H)
-    a, attn_drop = _dropout(a, config.hidden_dropout, rng)                      # (B,T,H)
+    a, attn_drop = dropout_forward(a, config.hidden_dropout, rng, copy=False)  # (B,T,H)
     a += x                                    # residual, in place: a is a fresh array nobody keeps
     x1, attn_ln = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"],
                                     config.layer_norm_eps)                      # (B,T,H)
     f, ffn_in = linear_forward(x1, params[p + "ffn.in.W"], params[p + "ffn.in.b"])  # (B,T,H) -> (B,T,I)
     f, gelu = gelu_forward(f)                                                   # (B,T,I)
     f, ffn_out = linear_forward(f, params[p + "ffn.out.W"], params[p + "ffn.out.b"])  # (B,T,I) -> (B,T,H)
-    f, ffn_drop = _dropout(f, config.hidden_dropout, rng)                       # (B,T,H)
+    f, ffn_drop = dropout_forward(f, config.hidden_dropout, rng, copy=False)  # (B,T,H)
     f += x1                                   # residual, in place (f is fresh too)
     y, ffn_ln = layernorm_forward(f, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"],
                                   config.layer_norm_eps)                        # (B,T,H)
@@ -607,7 +599,7 @@ def classifier_forward(params, config, last, rng=None):
     if config.pooler:
         z, pool_cache = linear_forward(cls, params["pooler.W"], params["pooler.b"])  # (B,H) -> (B,H)
         pooled = x = np.tanh(z)                                        # (B,H)
-    x, drop_cache = _dropout(x, config.hidden_dropout, rng)            # (B,H)
+    x, drop_cache = dropout_forward(x, config.hidden_dropout, rng, copy=False)  # (B,H)
     logits, clf_cache = linear_forward(x, params["classifier.W"], params["classifier.b"])  # (B,H) -> (B,C)
     return logits, ClassifierCache(last.shape, pool_cache, pooled, drop_cache, clf_cache)
 

@@ -190,6 +190,7 @@ def test_dropout_inactive_is_identity_with_no_mask(p, rng):
     x = np.arange(6.0).reshape(2, 3)
     y, cache = dropout_forward(x, p, rng)
     assert cache.mask is None and np.array_equal(y, x) and y is not x
+    assert dropout_forward(x, p, rng, copy=False)[0] is x            # for callers that only read it
     dy = np.ones_like(x)
     dx = dropout_backward(dy, cache)
     assert np.array_equal(dx, dy) and dx is not dy
