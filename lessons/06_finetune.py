@@ -28,7 +28,7 @@ from minibert.model import count_params
 from minibert.optim import adamw_step, linear_schedule
 from minibert.plots import running_mean
 from minibert.tokenizer import Tokenizer
-from minibert.train import with_fresh_head
+from minibert.train import head_init_rng, with_fresh_head
 from minibert.weights import load_model
 
 args = parse_args(__doc__.splitlines()[0])
@@ -45,7 +45,7 @@ print(f"dev label counts {dict(sorted(counts.items()))}: always guessing the maj
       f"scores {majority:.3f}")
 params, config = load_model(task.base_dir)
 tok = Tokenizer.from_dir(task.base_dir)
-params, config = with_fresh_head(params, config, labels, np.random.default_rng([task.finetune.seed, 7919]))
+params, config = with_fresh_head(params, config, labels, head_init_rng(task.finetune.seed))
 train_split, dev_split = task.splits(tok)
 before = classification_metrics(dev_split.labels,
                                 predict_logits(params, config, dev_split).argmax(1), len(labels))

@@ -133,15 +133,15 @@ def finetune_teacher(task: Task, out_dir: Path, verbose: bool = True):
     import numpy as np
 
     from minibert.tokenizer import Tokenizer
-    from minibert.train import fit, make_classify_step, make_eval_fn, train_batches, with_fresh_head
+    from minibert.train import (fit, head_init_rng, make_classify_step, make_eval_fn, train_batches,
+                                with_fresh_head)
     from minibert.train import write_head_record
     from minibert.weights import load_model, save_model
     import shutil
 
     params, config = load_model(task.base_dir)
     tok = Tokenizer.from_dir(task.base_dir)
-    params, config = with_fresh_head(params, config, task.data.labels,
-                                     np.random.default_rng([task.finetune.seed, 7919]))
+    params, config = with_fresh_head(params, config, task.data.labels, head_init_rng(task.finetune.seed))
     train, dev = task.splits(tok)
     run_dir = OUT / ("tiny/finetune_run" if task.tiny else "finetune_run")
     shutil.rmtree(run_dir, ignore_errors=True)           # a lesson always starts fresh
@@ -214,7 +214,6 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
 
 def accuracy_and_agreement(params, config, split, teacher_pred):
     """Dev accuracy, macro-F1 and the fraction of examples where the model agrees with the teacher."""
-    from minibert.evaluate import classification_metrics, predict_logits
-    pred = predict_logits(params, config, split).argmax(1)
-    m = classification_metrics(split.labels, pred, config.num_labels)
+    from minibert.evaluate import predict_and_score
+    pred, m = predict_and_score(params, config, split)
     return m["accuracy"], m["macro_f1"], float((pred == teacher_pred).mean())

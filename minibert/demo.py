@@ -125,8 +125,9 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     """Fine-tune the pre-trained teacher (a fresh head) with train.fit; out_dir receives the
     best-dev model and head.json. Reused when out_dir already holds a teacher fine-tuned with
     the same settings (demo_teacher.json). Returns (params, config, info dict)."""
-    from minibert.train import (CHECKPOINT_NAME, TrainConfig, fit, make_classify_step,
-                                make_eval_fn, train_batches, with_fresh_head, write_head_record)
+    from minibert.train import (CHECKPOINT_NAME, TrainConfig, fit, head_init_rng,
+                                make_classify_step, make_eval_fn, train_batches, with_fresh_head,
+                                write_head_record)
     from minibert.weights import load_model, save_model
     teacher_sizes = {k: v for k, v in sizes._asdict().items()
                      if k not in ("student_epochs", "student_lr", "test")}
@@ -141,8 +142,7 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     if out_dir.exists():
         shutil.rmtree(out_dir)                      # a stale demo teacher (other settings)
     params, config = load_model(model_dir)
-    params, config = with_fresh_head(params, config, data.labels,
-                                     np.random.default_rng([seed, 7919]))
+    params, config = with_fresh_head(params, config, data.labels, head_init_rng(seed))
     tcfg = TrainConfig(epochs=sizes.teacher_epochs, lr=sizes.teacher_lr,
                        batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
                        progress=progress)
@@ -282,7 +282,7 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
     """Temperature x alpha for the 2-layer student (same init, data and budget; the teacher's
     cached logits are reused by every run). Writes sweep.json, sweep.md and sweep.png into
     out/sweep. Returns one row per setting with dev and test accuracy / macro-F1."""
-    from minibert.evaluate import classification_metrics, predict_logits
+    from minibert.evaluate import predict_and_score
     temperatures = SWEEP_TEMPERATURES if temperatures is None else temperatures
     alphas = SWEEP_ALPHAS if alphas is None else alphas
     sweep_dir = out / "sweep"
@@ -292,8 +292,7 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
         for a in alphas:
             r = student_run(f"T{T:g}_a{a:g}", teacher_params, teacher_config, teacher, data,
                             sizes, seed, a, T, sweep_dir / f"T{T:g}_a{a:g}", progress=progress)
-            pred = predict_logits(r["params"], r["config"], data.test).argmax(axis=1)
-            m = classification_metrics(data.test.labels, pred, r["config"].num_labels)
+            _, m = predict_and_score(r["params"], r["config"], data.test)
             rows.append({"temperature": T, "alpha": a, "dev_accuracy": r["dev"]["accuracy"],
                          "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
                          "time_s": r["time_s"]})

@@ -589,12 +589,11 @@ def compare_models(models: list[tuple[str, dict, BertConfig]], split, batch_size
     shared machine hits every model alike.
     Returns: one dict per model: name, accuracy, macro_f1, params, ms_per_example, speedup, n.
     """
-    from minibert.evaluate import classification_metrics, measure_latency, predict_logits
+    from minibert.evaluate import measure_latency, predict_and_score
     from minibert.model import count_params
     rows = []
     for name, params, config in models:
-        pred = predict_logits(params, config, split, batch_size).argmax(axis=1)      # (N,)
-        m = classification_metrics(split.labels, pred, config.num_labels)
+        _, m = predict_and_score(params, config, split, batch_size)
         rows.append({"name": name, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                      "params": count_params(params), "n": int(len(split.labels))})
     times = [[] for _ in models]

@@ -94,6 +94,14 @@ def predict_texts(params, config, tokenizer, texts, pairs=None, batch_size: int 
                           batch_size)
 
 
+def predict_and_score(params, config, split, batch_size: int = 32, labels=None):
+    """The predicted class of every example and their metrics against `labels` (default the
+    split's). Returns (pred (N,), classification_metrics dict)."""
+    pred = predict_logits(params, config, split, batch_size).argmax(axis=1)       # (N,)
+    truth = split.labels if labels is None else labels
+    return pred, classification_metrics(truth, pred, config.num_labels)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Class probabilities over the last axis (layers.softmax_forward without its cache)."""
     from minibert.layers import softmax_forward
@@ -159,8 +167,7 @@ def evaluate_model(params, config, tokenizer, examples, batch_size: int = 32,
     if y_true.min() < 0 or y_true.max() >= config.num_labels:
         raise MinibertError(f"example labels must be in [0, {config.num_labels}) for this model, "
                             f"got {y_true.min()}..{y_true.max()}")
-    y_pred = predict_logits(params, config, split, batch_size).argmax(axis=1)
-    m = classification_metrics(y_true, y_pred, config.num_labels)
+    _, m = predict_and_score(params, config, split, batch_size, labels=y_true)
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             "per_class_f1": {name: float(f) for name, f in zip(model_labels, m["f1"])},
             "n": int(len(y_true)), "params": int(count_params(params)),

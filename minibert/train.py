@@ -432,13 +432,18 @@ def make_classify_step(config) -> Callable:
 
 def make_eval_fn(config, dev: EncodedSplit, batch_size: int) -> Callable:
     """eval_fn for fit: dev accuracy and macro-F1 of a classifier."""
-    from minibert.evaluate import classification_metrics, predict_logits
+    from minibert.evaluate import predict_and_score
 
     def eval_fn(params):
-        pred = predict_logits(params, config, dev, batch_size).argmax(axis=1)     # (N,)
-        m = classification_metrics(dev.labels, pred, config.num_labels)
+        _, m = predict_and_score(params, config, dev, batch_size)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
     return eval_fn
+
+
+def head_init_rng(seed: int) -> np.random.Generator:
+    """The Generator that draws a fresh classifier head: a function of the run's seed only (its
+    own stream, so the shuffling and dropout draws of the run do not move it)."""
+    return np.random.default_rng([seed, 7919])
 
 
 def with_fresh_head(params: dict, config, labels: list[str], rng: np.random.Generator):
@@ -497,7 +502,7 @@ def cli_finetune(args) -> int:
         print(f"note: replacing the model's {config.num_labels}-way head with a fresh "
               f"{len(data.labels)}-way head")
     params, config = with_fresh_head(params, config, data.labels,
-                                     np.random.default_rng([tcfg.seed, 7919]))
+                                     head_init_rng(tcfg.seed))
     train_split = encode_examples(tokenizer, data.train, tcfg.max_length)
     dev_split = encode_examples(tokenizer, data.dev, tcfg.max_length)
     print(f"fine-tuning {args.model} on {data.name}: {len(data.train)} train / {len(data.dev)} dev "
