@@ -50,12 +50,12 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 from .allocator import is_tuned
 from .errors import MinibertError
+from .evaluate import median_time
 from .losses import cross_entropy
 from .model import BertConfig, classify_backward, classify_forward, count_params, init_params
 from .optim import adamw_init, adamw_step
@@ -120,19 +120,6 @@ def forward_flops(config: BertConfig, batch_size, seq_len, lengths=None) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # Timing helpers
-
-
-def median_time(fn, repeats, warmup=1):
-    """Run fn() `warmup` times, then `repeats` times timed. Returns (median seconds, list of times)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 def blas_info() -> dict:

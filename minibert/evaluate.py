@@ -17,6 +17,7 @@ example: this is the number the teacher/student speed-up is computed from.
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import sys
@@ -108,6 +109,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return softmax_forward(logits)[0]
 
 
+def median_time(fn, repeats, warmup=1):
+    """Run fn() `warmup` times, then `repeats` times timed (a garbage collection before each, so
+    none lands inside a timing). Returns (median seconds, list of times)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
 def measure_latency(params, config, split, batch_size: int = 32, repeats: int = 5) -> float:
     """Milliseconds per example of forward + head on the split's first `batch_size` examples
     (padded to their longest), median over `repeats` timings after one warm-up run."""
@@ -115,13 +130,9 @@ def measure_latency(params, config, split, batch_size: int = 32, repeats: int = 
     from minibert.train import make_batch
     _check_head(config)
     b = make_batch(split, np.arange(min(batch_size, len(split.labels))))
-    times = []
-    for r in range(repeats + 1):
-        t0 = time.perf_counter()
-        classify_forward(params, config, b.ids, b.mask, b.token_type_ids, rng=None, keep_cache=False)
-        if r > 0:                                              # run 0 warms caches up
-            times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times) / b.ids.shape[0]
+    seconds, _ = median_time(lambda: classify_forward(params, config, b.ids, b.mask, b.token_type_ids,
+                                                      rng=None, keep_cache=False), repeats)
+    return 1000.0 * seconds / b.ids.shape[0]
 
 
 # ----------------------------------------------------------------------------- labels
