@@ -110,13 +110,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def median_time(fn, repeats, warmup=1):
-    """Run fn() `warmup` times, then `repeats` times timed (a garbage collection before each, so
-    none lands inside a timing). Returns (median seconds, list of times)."""
+    """Run fn() `warmup` times, then `repeats` times timed, after one garbage collection (so a
+    collection of earlier garbage does not land inside a timing). Returns (median s, list of s)."""
     for _ in range(warmup):
         fn()
+    gc.collect()
     times = []
     for _ in range(repeats):
-        gc.collect()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
