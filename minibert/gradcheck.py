@@ -105,6 +105,18 @@ def _random_like(rng, out):
     return rng.standard_normal(np.shape(out))
 
 
+def sample_indices(analytic, k, rng):
+    """k distinct flat indices into `analytic` to check: half of them where the analytic gradient
+    is non-zero (as many as there are), the rest uniformly from the others. Uniform sampling
+    alone can miss a sparse gradient entirely (an embedding table: only the rows of ids in the
+    batch are non-zero) and then compares zeros with zeros."""
+    flat = np.asarray(analytic).reshape(-1)
+    nonzero = np.flatnonzero(flat)
+    picked = rng.choice(nonzero, size=min(k // 2, nonzero.size), replace=False)
+    rest = np.setdiff1d(np.arange(flat.size), picked, assume_unique=True)
+    return np.concatenate([picked, rng.choice(rest, size=k - picked.size, replace=False)])
+
+
 def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=None, floor=None):
     """Compare backward's gradients with centred differences, for every float input.
 
@@ -116,7 +128,8 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
       inputs: dict name -> value. Float arrays are copied to float64 and checked; anything else
           (int ids, eps, n_heads, None...) is passed through unchanged.
       rng: np.random.Generator for the random upstream gradient and for sampling entries.
-      h: finite-difference step. max_checks: at most this many (random) entries per input.
+      h: finite-difference step. max_checks: at most this many entries per input (see
+          sample_indices: half of them where the analytic gradient is non-zero).
       wrt: names to check; default every float array input, in order. A tuple from backward is
           matched to these names; if it is shorter, the trailing names (e.g. a mask bias) are
           treated as constants and not checked.
@@ -160,9 +173,7 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
         def f(_x):
             return forward(**inputs)[0]       # inputs[name] is x itself, nudged in place
 
-        idx = None
-        if x.size > max_checks:
-            idx = rng.choice(x.size, size=max_checks, replace=False)
+        idx = None if x.size <= max_checks else sample_indices(analytic, max_checks, rng)
         numeric = numerical_vjp(f, x, dout, h=h, indices=idx)
         ana = np.asarray(analytic, dtype=np.float64).reshape(-1)
         ana = ana if idx is None else ana[idx]

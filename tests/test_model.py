@@ -15,7 +15,7 @@ import pytest
 
 from minibert import model as M
 from minibert.attention import mask_to_bias
-from minibert.gradcheck import numerical_vjp, rel_error
+from minibert.gradcheck import numerical_vjp, rel_error, sample_indices
 
 SEED = 1234
 LENGTHS = [7, 4, 2]          # a padded batch: B = 3 sequences of different lengths, T = 7
@@ -57,15 +57,7 @@ def params64(config, seed=1):
 def check_tensor(f, x, analytic, rng, max_checks=MAX_CHECKS):
     """Relative error between `analytic` (the backward's gradient of the scalar f w.r.t. x) and
     centred differences of f, at sampled entries of x. f reads x in place (numerical_vjp perturbs it)."""
-    n = x.size
-    if n <= max_checks:
-        idx = np.arange(n)
-    else:
-        nonzero = np.flatnonzero(analytic)
-        picks = [rng.choice(n, size=max_checks // 2, replace=False)]
-        if nonzero.size:
-            picks.append(rng.choice(nonzero, size=min(max_checks // 2, nonzero.size), replace=False))
-        idx = np.unique(np.concatenate(picks))
+    idx = np.arange(x.size) if x.size <= max_checks else sample_indices(analytic, max_checks, rng)
     num = np.asarray(numerical_vjp(f, x, np.float64(1.0), h=1e-5, indices=idx)).ravel()
     ana = np.asarray(analytic).ravel()[idx]
     # Some gradients are exactly zero in exact arithmetic (the key bias: softmax cancels a
