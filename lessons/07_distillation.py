@@ -28,7 +28,7 @@ from minibert.distill import (DistillSettings, TeacherCache, default_init_layers
                               init_student, label_map, student_config, uniform_layer_map)
 from minibert.evaluate import predict_logits, softmax
 from minibert.losses import distillation_loss
-from minibert.model import count_params
+from minibert.model import count_params, param_shapes
 
 args = parse_args(__doc__.splitlines()[0])
 task = Task(args.tiny)
@@ -58,7 +58,8 @@ L_s = 2
 sconfig = student_config(tconfig, L_s)
 init_layers = default_init_layers(L_s, tconfig.num_layers)
 g = tuple(uniform_layer_map(L_s, tconfig.num_layers))
-print(f"\nstudent: {L_s} layers (same width), {count_params(init_student(tparams, tconfig, sconfig, None, np.random.default_rng(0))):,} parameters")
+n_student = sum(int(np.prod(shape)) for shape in param_shapes(sconfig).values())   # no need to build it
+print(f"\nstudent: {L_s} layers (same width), {n_student:,} parameters")
 print(describe_mapping(init_layers, L_s, tconfig.num_layers))
 t0 = time.perf_counter()
 teacher = TeacherCache(tparams, tconfig, train, DistillSettings(layer_map=g), batch_size=task.batch_size)

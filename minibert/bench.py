@@ -55,6 +55,7 @@ import numpy as np
 
 from .allocator import is_tuned
 from .errors import MinibertError
+from .distill import student_config
 from .evaluate import median_time
 from .losses import cross_entropy
 from .model import BertConfig, classify_backward, classify_forward, count_params, init_params
@@ -204,7 +205,7 @@ def minibert_tasks(config, student_layers, batch):
     ids, mask, tt, labels = batch
     rng = np.random.default_rng(0)
     teacher = init_params(config, rng)
-    student_cfg = BertConfig.from_dict({**config.to_dict(), "num_layers": student_layers})
+    student_cfg = student_config(config, student_layers)
     student = init_params(student_cfg, rng)
     n1 = int(mask[0].sum())                                           # batch-1: one sequence, unpadded
     one = (ids[:1, :n1], mask[:1, :n1], tt[:1, :n1])

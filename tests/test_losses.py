@@ -10,12 +10,12 @@ factor or a missing term gives errors of order 1e-1.
 import numpy as np
 import pytest
 
+from minibert.attention import mask_to_bias
 from minibert.gradcheck import numerical_vjp, rel_error
 from minibert.losses import (attention_mse, cosine_loss, cross_entropy, distillation_loss,
                              hidden_mse, soft_kl)
 
 GRAD_TOL = 1e-7   # see the module docstring
-MASK_NEG = -1e9   # what attention adds at padded keys (minibert.attention.MASK_NEG)
 
 
 def _softmax(x):
@@ -88,7 +88,7 @@ def test_hidden_mse_gradient_without_projection():
 def test_attention_mse_gradient_matches_finite_differences():
     rng = np.random.default_rng(5)
     mask = _padded_mask()
-    bias = np.where(mask[:, None, None, :] == 1, 0.0, MASK_NEG)          # (B,1,1,T)
+    bias = mask_to_bias(mask, np.float64)                                # (B,1,1,T)
     s = rng.standard_normal((3, 2, 5, 5)) + bias
     t = rng.standard_normal((3, 2, 5, 5)) + bias
     _, ds = attention_mse(s, t, mask)
@@ -168,7 +168,7 @@ def test_kl_and_its_gradient_are_zero_when_student_equals_teacher():
 def test_attention_mse_ignores_padded_queries_and_keys():
     rng = np.random.default_rng(11)
     mask = _padded_mask()
-    bias = np.where(mask[:, None, None, :] == 1, 0.0, MASK_NEG).astype(np.float32)
+    bias = mask_to_bias(mask, np.float32)
     s = (rng.standard_normal((3, 2, 5, 5)) + bias).astype(np.float32)
     t = (rng.standard_normal((3, 2, 5, 5)) + bias).astype(np.float32)
     loss, ds = attention_mse(s, t, mask)

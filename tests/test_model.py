@@ -344,10 +344,10 @@ def test_keep_cache_false_gives_the_same_outputs_and_no_cache():
         b, cb = M.bert_forward(p, config, ids, mask, types, keep_cache=False, **kw)
         assert cb is None and b.last.dtype == dtype
         real = mask.astype(bool)                                        # (B,T)
+        rows = np.broadcast_to(real[:, None, :, None], a.attentions[0].shape)   # (B,nh,T,T) real queries
         for x, y in zip(a.hidden_states + [a.last], b.hidden_states + [b.last]):
             np.testing.assert_allclose(y[real], x[real], rtol=rtol, atol=rtol)
         for x, y in zip(a.attentions, b.attentions):
-            rows = real[:, None, :, None] & np.ones(x.shape, bool)      # (B,nh,T,T) real queries
             np.testing.assert_allclose(y[rows], x[rows], rtol=rtol, atol=rtol)  # padded keys: both 0
         for x, y in zip(a.scores, b.scores):
             pairs = real[:, None, :, None] & real[:, None, None, :] & np.ones(x.shape, bool)

@@ -110,7 +110,6 @@ def test_adamw_matches_torch_adamw():
 def test_state_round_trips_through_safetensors_and_resumes_exactly(tmp_path):
     from safetensors.numpy import load_file, save_file
     a = _params(np.float32)
-    b = _copy(a)
     sa = adamw_init(a)
     for step in range(3):
         adamw_step(a, _grads(a, step), sa, 1e-3)
