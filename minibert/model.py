@@ -198,9 +198,8 @@ def count_params(params: dict[str, np.ndarray]) -> int:
     return int(sum(np.asarray(v).size for v in params.values()))
 
 
-def check_params(params: dict[str, np.ndarray], config: BertConfig) -> np.dtype:
-    """Raise ValueError on missing or extra keys, wrong shapes, or mixed/non-float dtypes.
-    Returns the common dtype of the parameters."""
+def check_param_shapes(params: dict, config: BertConfig) -> None:
+    """Raise ValueError on missing or extra keys or wrong shapes (what a checkpoint must match)."""
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
     shapes = param_shapes(config)
@@ -212,13 +211,20 @@ def check_params(params: dict[str, np.ndarray], config: BertConfig) -> np.dtype:
     if extra:
         raise ValueError(f"params: unexpected key(s) {extra[:5]}{' ...' if len(extra) > 5 else ''} "
                          f"not in this config's parameters")
-    dtype = None
     for name, shape in shapes.items():
+        if np.shape(params[name]) != shape:
+            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {np.shape(params[name])}")
+
+
+def check_params(params: dict[str, np.ndarray], config: BertConfig) -> np.dtype:
+    """Raise ValueError on missing or extra keys, wrong shapes, or mixed/non-float dtypes.
+    Returns the common dtype of the parameters."""
+    check_param_shapes(params, config)
+    dtype = None
+    for name in param_shapes(config):
         p = params[name]
         if not isinstance(p, np.ndarray):
             raise ValueError(f"params[{name!r}]: expected a numpy array, got {type(p).__name__}")
-        if p.shape != shape:
-            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {p.shape}")
         if p.dtype.kind != "f":
             raise ValueError(f"params[{name!r}]: expected a float array, got dtype {p.dtype}")
         if dtype is None:

@@ -36,7 +36,7 @@ from minibert.files import (  # noqa: F401 (atomic_write_*: re-exported, see INT
     pip_download,
     sha256_file,
 )
-from minibert.model import BertConfig, param_shapes
+from minibert.model import BertConfig, check_param_shapes, param_shapes
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -67,16 +67,10 @@ def _atomic_copy(src, dst) -> None:
 
 def _check_params(params: dict, config: BertConfig, where: str) -> None:
     """Every name of param_shapes(config) present with its shape, and nothing else."""
-    expected = param_shapes(config)
-    missing = [k for k in expected if k not in params]
-    extra = [k for k in params if k not in expected]
-    if missing or extra:
-        raise CheckpointError(f"{where}: tensors do not match config.json: missing {missing}, "
-                              f"unexpected {extra}")
-    for name, shape in expected.items():
-        if tuple(params[name].shape) != tuple(shape):
-            raise CheckpointError(f"{where}: tensor '{name}' has shape {tuple(params[name].shape)} "
-                                  f"but config.json implies {tuple(shape)}")
+    try:
+        check_param_shapes(params, config)
+    except ValueError as err:
+        raise CheckpointError(f"{where}: tensors do not match config.json: {err}") from None
 
 
 def save_model(out_dir, params: dict, config: BertConfig, tokenizer_dir=None) -> Path:
