@@ -127,7 +127,7 @@ class Task:
         return tuple(out)
 
 
-def finetune_teacher(task: Task, out_dir: Path, verbose: bool = True):
+def finetune_teacher(task: Task, out_dir: Path):
     """Fine-tune task.base_dir on task.data with train.fit; save the best epoch (with head.json)
     into out_dir. Returns (train.FitResult, params, config)."""
     import numpy as np

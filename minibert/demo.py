@@ -180,9 +180,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: int):
+def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bool = True):
     """distill.TeacherCache on the transfer set, with its logits saved in out_dir
-    (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches."""
+    (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches.
+    The teacher runs in batches of 64 (inference keeps no caches, so bigger batches fit)."""
     from minibert.distill import DistillSettings, TeacherCache, uniform_layer_map
     settings = DistillSettings(layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
                                                                  config.num_layers)))
@@ -194,7 +195,7 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, batch_size: 
             print(f"reusing cached teacher logits {npy} {logits.shape}")
             return TeacherCache(params, config, split, settings, logits=logits), 0.0
     t0 = time.perf_counter()
-    cache = TeacherCache(params, config, split, settings, batch_size=64, progress=True)
+    cache = TeacherCache(params, config, split, settings, batch_size=64, progress=progress)
     elapsed = time.perf_counter() - t0
     atomic_write(npy, lambda tmp: _save_npy(tmp, cache.logits))
     atomic_write_json(meta, {"key": key, "time_s": elapsed})
@@ -375,7 +376,7 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
     teacher, timings["teacher_logits_s"] = cached_teacher(
         tparams, tconfig, data.student_train, out,
         {"teacher": _read_json(out / "teacher" / "demo_teacher.json")["key"],
-         "n": len(data.student_train.labels)}, sizes.batch_size)
+         "n": len(data.student_train.labels)}, progress=progress)
     print(teacher.describe())
 
     runs = {}

@@ -501,16 +501,11 @@ def check_teacher(model_dir, config: BertConfig) -> dict:
 def label_map(data_labels: list[str], config: BertConfig) -> np.ndarray:
     """Dataset label index -> teacher label index. The label SETS must be equal (a teacher that
     was fine-tuned on other classes cannot teach this task); their order may differ."""
-    teacher_labels = list(config.labels) if config.labels else None
-    if teacher_labels is None:
-        if len(data_labels) != config.num_labels:
-            raise MinibertError(f"--data has {len(data_labels)} labels {list(data_labels)} but the "
-                                f"teacher has a {config.num_labels}-way head")
-        return np.arange(config.num_labels, dtype=np.int64)
-    if sorted(teacher_labels) != sorted(data_labels):
+    from minibert.evaluate import align_labels
+    if config.labels and sorted(config.labels) != sorted(data_labels):
         raise MinibertError(f"label mismatch: the teacher was fine-tuned on labels "
-                            f"{teacher_labels} but --data has labels {list(data_labels)}")
-    return np.asarray([teacher_labels.index(lab) for lab in data_labels], dtype=np.int64)
+                            f"{list(config.labels)} but --data has labels {list(data_labels)}")
+    return align_labels(data_labels, config)      # by name; an unnamed head by position
 
 
 # ----------------------------------------------------------------------------- training a student

@@ -52,7 +52,7 @@ def plot_training_curves(history: list, step_losses: list, path, metric: str = "
             ax_loss.plot(steps, running_mean(step_losses, window), color="C0", lw=1.5,
                          label=f"running mean ({window} steps)")
     if history:
-        spe = len(step_losses) / len(history) if history else 1
+        spe = len(step_losses) / len(history)                  # steps per epoch
         ax_loss.plot([h["epoch"] * spe for h in history], [h["train_loss"] for h in history],
                      "o", color="C3", label="epoch mean")
     ax_loss.set_xlabel("step")
