@@ -130,34 +130,22 @@ class Task:
 def finetune_teacher(task: Task, out_dir: Path):
     """Fine-tune task.base_dir on task.data with train.fit; save the best epoch (with head.json)
     into out_dir. Returns (train.FitResult, params, config)."""
-    import numpy as np
-
-    from minibert.tokenizer import Tokenizer
-    from minibert.train import (fit, head_init_rng, make_classify_step, make_eval_fn, train_batches,
-                                with_fresh_head)
-    from minibert.train import write_head_record
-    from minibert.weights import load_model, save_model
     import shutil
 
+    from minibert.tokenizer import Tokenizer
+    from minibert.train import finetune_classifier
+    from minibert.weights import load_model
+
     params, config = load_model(task.base_dir)
-    tok = Tokenizer.from_dir(task.base_dir)
-    params, config = with_fresh_head(params, config, task.data.labels, head_init_rng(task.finetune.seed))
-    train, dev = task.splits(tok)
+    train, dev = task.splits(Tokenizer.from_dir(task.base_dir))
     run_dir = OUT / ("tiny/finetune_run" if task.tiny else "finetune_run")
     shutil.rmtree(run_dir, ignore_errors=True)           # a lesson always starts fresh
-    best = {}
-
-    def on_best(p, epoch, metrics):
-        best["params"] = {k: v.copy() for k, v in p.items()}
-        save_model(out_dir, best["params"], config, tokenizer_dir=task.base_dir)
-        write_head_record(out_dir, "lesson", task.data.labels, metrics["accuracy"], epoch)
-
-    res = fit(params, make_classify_step(config),
-              lambda epoch, rng: train_batches(train, task.finetune.batch_size, rng),
-              make_eval_fn(config, dev, task.finetune.batch_size), run_dir, task.finetune,
-              on_best=on_best)
+    res, _ = finetune_classifier(params, config, task.data.labels, train, dev, task.finetune,
+                                 out_dir, tokenizer_dir=task.base_dir, data_spec="lesson",
+                                 run_dir=run_dir)
     drop_checkpoints(run_dir)
-    return res, best["params"], config
+    params, config = load_model(out_dir)                 # the best epoch
+    return res, params, config
 
 
 def drop_checkpoints(directory: Path) -> None:

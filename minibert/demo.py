@@ -125,10 +125,8 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     """Fine-tune the pre-trained teacher (a fresh head) with train.fit; out_dir receives the
     best-dev model and head.json. Reused when out_dir already holds a teacher fine-tuned with
     the same settings (demo_teacher.json). Returns (params, config, info dict)."""
-    from minibert.train import (CHECKPOINT_NAME, TrainConfig, fit, head_init_rng,
-                                make_classify_step, make_eval_fn, train_batches, with_fresh_head,
-                                write_head_record)
-    from minibert.weights import load_model, save_model
+    from minibert.train import CHECKPOINT_NAME, TrainConfig, finetune_classifier
+    from minibert.weights import load_model
     teacher_sizes = {k: v for k, v in sizes._asdict().items()
                      if k not in ("student_epochs", "student_lr", "test")}
     key = {"model": str(model_dir), "sizes": teacher_sizes, "seed": seed, "data": data.info}
@@ -142,22 +140,13 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     if out_dir.exists():
         shutil.rmtree(out_dir)                      # a stale demo teacher (other settings)
     params, config = load_model(model_dir)
-    params, config = with_fresh_head(params, config, data.labels, head_init_rng(seed))
     tcfg = TrainConfig(epochs=sizes.teacher_epochs, lr=sizes.teacher_lr,
                        batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
                        progress=progress)
-    keys = list(params)
-
-    def on_best(p, epoch, metrics):
-        save_model(out_dir, {k: p[k] for k in keys}, config, tokenizer_dir=model_dir)
-        write_head_record(out_dir, "default (demo subset)", data.labels, metrics["accuracy"],
-                          epoch)
-
     t0 = time.perf_counter()
-    res = fit(params, make_classify_step(config),
-              lambda epoch, rng: train_batches(data.teacher_train, tcfg.batch_size, rng),
-              make_eval_fn(config, data.dev, tcfg.batch_size), out_dir, tcfg,
-              run_config={"command": "demo-teacher", **key}, on_best=on_best)
+    res, _ = finetune_classifier(params, config, data.labels, data.teacher_train, data.dev, tcfg,
+                                 out_dir, tokenizer_dir=model_dir, data_spec="default (demo subset)",
+                                 run_config={"command": "demo-teacher", **key})
     info = {"time_s": time.perf_counter() - t0, "best_epoch": res.best_epoch,
             "dev": res.best_metrics, "history": res.history, "step_losses": res.step_losses,
             "examples_per_s": float(np.mean([h["examples_per_s"] for h in res.history]))}

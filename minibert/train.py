@@ -481,10 +481,35 @@ def check_out_dir(out, *inputs) -> Path:
     return out
 
 
+def finetune_classifier(params: dict, config, labels: list[str], train_split: EncodedSplit,
+                        dev_split: EncodedSplit, tcfg: TrainConfig, out_dir, *, tokenizer_dir,
+                        data_spec: str, run_dir=None, run_config: dict | None = None,
+                        resume: bool = False):
+    """The fine-tuning recipe (`minibert finetune`, the demo's teacher, the lessons' teacher):
+    a fresh classifier head for `labels` (head_init_rng(tcfg.seed)), then fit() on train_split
+    with dev accuracy picking the best epoch, which is saved into out_dir as a model directory
+    (model + config + tokenizer files from tokenizer_dir + head.json naming data_spec).
+    run_dir: where fit keeps its checkpoint and records (default out_dir).
+    Returns (FitResult, the fine-tuned model's config)."""
+    from minibert.weights import save_model
+    out_dir = Path(out_dir)
+    params, config = with_fresh_head(params, config, labels, head_init_rng(tcfg.seed))
+
+    def on_best(p, epoch, metrics):
+        save_model(out_dir, p, config, tokenizer_dir=tokenizer_dir)
+        write_head_record(out_dir, data_spec, labels, metrics["accuracy"], epoch)
+
+    res = fit(params, make_classify_step(config),
+              lambda epoch, rng: train_batches(train_split, tcfg.batch_size, rng),
+              make_eval_fn(config, dev_split, tcfg.batch_size), Path(run_dir or out_dir), tcfg,
+              resume=resume, run_config=run_config, on_best=on_best)
+    return res, config
+
+
 def cli_finetune(args) -> int:
     """minibert finetune: train a fresh classifier head and the encoder; OUT holds the best epoch."""
     from minibert.data import load_dataset
-    from minibert.weights import load_model_and_tokenizer, save_model
+    from minibert.weights import load_model_and_tokenizer
     tcfg = TrainConfig.from_args(args)
     tcfg.validate()
     out = check_out_dir(args.out, args.model)
@@ -501,27 +526,18 @@ def cli_finetune(args) -> int:
     if config.num_labels:
         print(f"note: replacing the model's {config.num_labels}-way head with a fresh "
               f"{len(data.labels)}-way head")
-    params, config = with_fresh_head(params, config, data.labels,
-                                     head_init_rng(tcfg.seed))
     train_split = encode_examples(tokenizer, data.train, tcfg.max_length)
     dev_split = encode_examples(tokenizer, data.dev, tcfg.max_length)
     print(f"fine-tuning {args.model} on {data.name}: {len(data.train)} train / {len(data.dev)} dev "
           f"examples, labels {data.labels}, {tcfg.epochs} epochs of "
           f"{-(-len(data.train) // tcfg.batch_size)} steps")
-    model_keys = list(params)
-
-    def on_best(p, epoch, metrics):
-        save_model(out, {k: p[k] for k in model_keys}, config, tokenizer_dir=args.model)
-        write_head_record(out, args.data, data.labels, metrics["accuracy"], epoch)
-
     run_config = {"command": "finetune", "model": str(args.model), "data": args.data,
                   "text_column": args.text_column, "label_column": args.label_column,
                   "text_pair_column": args.text_pair_column, "limit": args.limit,
                   "labels": list(data.labels), "n_train": len(data.train), "n_dev": len(data.dev)}
-    res = fit(params, make_classify_step(config),
-              lambda epoch, rng: train_batches(train_split, tcfg.batch_size, rng),
-              make_eval_fn(config, dev_split, tcfg.batch_size), out, tcfg, resume=args.resume,
-              run_config=run_config, on_best=on_best)
+    res, _ = finetune_classifier(params, config, data.labels, train_split, dev_split, tcfg, out,
+                                 tokenizer_dir=args.model, data_spec=args.data,
+                                 run_config=run_config, resume=args.resume)
     best = res.best_metrics
     print(f"best epoch {res.best_epoch}: dev accuracy {best['accuracy']:.4f}, macro-F1 "
           f"{best['macro_f1']:.4f}; model written to {out}")
