@@ -218,7 +218,7 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
                         data.dev, out_dir, tcfg,
                         run_config={"command": f"demo-{name}", "alpha": alpha,
                                     "temperature": temperature, "init_layers": init_layers},
-                        head_record={"data": "default (demo subset)"})
+                        data_spec="default (demo subset)")
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return {"name": name, "params": run.params, "config": config, "alpha": alpha,
             "temperature": temperature, "init_layers": init_layers,

@@ -536,13 +536,13 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
                   init_layers: list[int] | None, settings: DistillSettings, teacher: TeacherCache,
                   train_split, dev_split, out_dir, tcfg, tokenizer_dir=None,
                   run_config: dict | None = None, resume: bool = False,
-                  head_record: dict | None = None) -> StudentRun:
+                  data_spec: str = "?") -> StudentRun:
     """Initialise a student and train it with train.fit on the distillation loss.
 
     Inputs: the teacher (params, config), the student config, init_layers (None = random),
     settings, a TeacherCache built on train_split, encoded train/dev splits (labels in the
     teacher's indices), out_dir, a train.TrainConfig, the tokenizer directory to copy, a
-    run_config for the checkpoint, resume, extra fields for the student's head.json.
+    run_config for the checkpoint, resume, data_spec: the data named in the student's head.json.
     Returns: StudentRun. out_dir receives the best epoch's model (model.safetensors,
     config.json, tokenizer, head.json) plus fit's run_config/metrics/curves/checkpoint.
     """
@@ -559,7 +559,7 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
     def on_best(p, epoch, metrics):
         best["params"] = {k: v.copy() for k, v in strip_projections(p).items()}
         save_model(out_dir, best["params"], config, tokenizer_dir=tokenizer_dir)
-        write_head_record(out_dir, (head_record or {}).get("data", "?"), config.labels or [],
+        write_head_record(out_dir, data_spec, config.labels or [],
                           metrics["accuracy"], epoch)
 
     res = fit(params, make_distill_step(config, teacher, settings),
@@ -687,7 +687,7 @@ def cli_distill(args) -> int:
     run = train_student(tparams, tconfig, config, init_layers, settings, teacher,
                         splits["train"], splits["dev"], out, tcfg, tokenizer_dir=args.teacher,
                         run_config=run_config, resume=args.resume,
-                        head_record={"data": args.data})
+                        data_spec=args.data)
     split_name = "test" if "test" in splits else "dev"
     rows = compare_models([("teacher", tparams, tconfig), ("student", run.params, config)],
                           splits[split_name], tcfg.batch_size)
