@@ -11,7 +11,7 @@ import pytest
 
 from minibert import demo, distill
 from minibert.data import load_dataset
-from tiny import make_tiny_model_dir, write_tiny_dataset
+from tiny import count_teacher_forwards, make_tiny_model_dir, write_tiny_dataset
 
 TINY = demo.DemoSizes(teacher_train=200, student_train=240, dev=40, test=None, max_length=16,
                       teacher_epochs=4, student_epochs=2, batch_size=16, teacher_lr=5e-3,
@@ -26,14 +26,6 @@ def tiny_setup(tmp_path_factory):
     return root, dataset, teacher
 
 
-def _count_teacher_forwards(monkeypatch):
-    calls = []
-    real = distill.teacher_forward
-    monkeypatch.setattr(distill, "teacher_forward",
-                        lambda *a: calls.append(a[2].ids.shape[0]) or real(*a))
-    return calls
-
-
 @pytest.fixture(scope="module")
 def first_run(tiny_setup):
     """One demo run on tiny data (the other tests reuse its fine-tuned teacher and logits)."""
@@ -41,24 +33,22 @@ def first_run(tiny_setup):
     import io
     root, dataset, teacher = tiny_setup
     out = root / "run"
-    calls = []
-    real = distill.teacher_forward
-    distill.teacher_forward = lambda *a: calls.append(a[2].ids.shape[0]) or real(*a)
+    mp = pytest.MonkeyPatch()
+    calls = count_teacher_forwards(mp)
     real_init = distill.init_student
 
     def recording_init(*a):
         params = real_init(*a)
         STUDENT_INITS.append({k: v.copy() for k, v in params.items()})   # before training moves them
         return params
-    distill.init_student = recording_init
+    mp.setattr(distill, "init_student", recording_init)
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
             res = demo.run_demo(out, seed=0, teacher_dir=teacher, dataset=dataset, sizes=TINY,
                                 progress=False)
     finally:
-        distill.teacher_forward = real
-        distill.init_student = real_init
+        mp.undo()
     return out, res, calls, buf.getvalue()
 
 
@@ -109,7 +99,7 @@ def test_sweep_reuses_teacher_and_logits_and_writes_table(tiny_setup, first_run,
     out = first_run[0]                                               # reuses teacher + logits
     monkeypatch.setattr(demo, "SWEEP_TEMPERATURES", (1.0, 4.0))
     monkeypatch.setattr(demo, "SWEEP_ALPHAS", (0.1, 0.9))
-    calls = _count_teacher_forwards(monkeypatch)
+    calls = count_teacher_forwards(monkeypatch)
     res = demo.run_demo(out, seed=0, sweep=True, teacher_dir=teacher, dataset=dataset,
                         sizes=TINY._replace(student_epochs=1), progress=False)
     text = capsys.readouterr().out

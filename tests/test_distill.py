@@ -15,7 +15,7 @@ from minibert.errors import MinibertError
 from minibert.gradcheck import check_gradients
 from minibert.model import init_params
 from minibert.train import make_batch
-from tiny import make_tiny_model_dir, tiny_config, write_tiny_dataset
+from tiny import count_teacher_forwards, make_tiny_model_dir, tiny_config, write_tiny_dataset
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -241,9 +241,7 @@ def test_intermediate_targets_recomputed_per_batch_when_too_big(monkeypatch):
     stored = D.TeacherCache(tp, tc, split, settings, batch_size=4)
     small = D.TeacherCache(tp, tc, split, settings, batch_size=4, max_mb=0)
     assert stored.stored and not small.stored and "recomputed per batch" in small.describe()
-    calls = []
-    real = D.teacher_forward
-    monkeypatch.setattr(D, "teacher_forward", lambda *a: calls.append(1) or real(*a))
+    calls = count_teacher_forwards(monkeypatch)
     batch = make_batch(split, np.array([1, 4, 7]))
     a, b = stored.batch(batch), small.batch(batch)
     assert len(calls) == 1                                   # only the uncached one ran the teacher
@@ -279,9 +277,7 @@ def test_distill_end_to_end_prints_mapping_and_beats_chance(tiny_task, tmp_path,
 
 
 def test_teacher_logits_are_computed_once(tiny_task, tmp_path, monkeypatch):
-    calls = []
-    real = D.teacher_forward
-    monkeypatch.setattr(D, "teacher_forward", lambda *a: calls.append(a[2].ids.shape[0]) or real(*a))
+    calls = count_teacher_forwards(monkeypatch)
     counts = []
     for epochs in ("1", "3"):
         calls.clear()

@@ -116,3 +116,14 @@ def write_tiny_dataset(path, n=120, num_classes=2, seed=0, text_column="text",
             label = names[i % num_classes]
             w.writerow([tiny_sentence(rng, label), label])
     return path
+
+
+def count_teacher_forwards(monkeypatch) -> list:
+    """Make every distill.teacher_forward call append its batch size to the returned list
+    (undone with the monkeypatch; pytest.MonkeyPatch.context() for module-scoped fixtures)."""
+    from minibert import distill
+    calls = []
+    real = distill.teacher_forward
+    monkeypatch.setattr(distill, "teacher_forward",
+                        lambda *a: calls.append(a[2].ids.shape[0]) or real(*a))
+    return calls
