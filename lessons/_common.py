@@ -170,12 +170,16 @@ def finetuned_teacher(task: Task):
 
 def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_layers, lr, seed=0,
                 extra_params=None, weight_decay=0.01, clip=1.0):
-    """Train one student on fixed batches: what train.fit does, in ten lines.
+    """Train one student on fixed batches: train.fit's inner loop, in ten lines.
 
+    Not fit itself: no epochs, dev evaluation or checkpoints, the per-step loss parts are kept
+    (lesson 8 plots them), and the warm-up is max(1, steps // 10) steps (fit rounds warmup *
+    steps: 2 of 19 here, this gives 1), so these students are not step-for-step lesson 9's.
     Inputs: the teacher (params, config), the student's config, a distill.TeacherCache, a list
     of LabeledBatch (the same for every run, so runs differ only in what is compared),
     DistillSettings, init_layers (None = random init), the peak lr, a seed; extra_params
-    (e.g. the learned projections of lesson 8) train along with the student.
+    (e.g. the learned projections of lesson 8) train along with the student (copies: the
+    caller's arrays are left as they were).
     Returns (student params without projections, per-step losses, per-step parts dicts).
     """
     import numpy as np
@@ -184,7 +188,7 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     from minibert.optim import adamw_init, adamw_step, clip_grad_norm, linear_schedule
 
     params = init_student(tparams, tconfig, sconfig, init_layers, student_init_rng(seed))
-    params.update(extra_params or {})
+    params.update({k: v.copy() for k, v in (extra_params or {}).items()})
     state = adamw_init(params)
     dropout = np.random.default_rng([seed, 1])
     steps, warm = len(batches), max(1, len(batches) // 10)
