@@ -24,8 +24,11 @@ import time
 import numpy as np
 
 from minibert import exercise_checks
-from minibert.distill import (DistillSettings, TeacherCache, default_init_layers, describe_mapping,
-                              init_student, label_map, student_config, uniform_layer_map)
+from minibert.distill import label_map
+from minibert.objective import DistillSettings
+from minibert.student import (default_init_layers, describe_mapping, init_student, student_config,
+                              uniform_layer_map)
+from minibert.teacher_cache import TeacherCache
 from minibert.evaluate import predict_logits, softmax
 from minibert.losses import distillation_loss
 from minibert.model import count_params, param_shapes

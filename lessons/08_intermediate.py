@@ -25,8 +25,10 @@ import time
 
 import numpy as np
 
-from minibert.distill import (DistillSettings, TeacherCache, default_init_layers, init_projections,
-                              label_map, student_config, uniform_layer_map)
+from minibert.distill import label_map
+from minibert.objective import DistillSettings
+from minibert.student import default_init_layers, init_projections, student_config, uniform_layer_map
+from minibert.teacher_cache import TeacherCache
 from minibert.exercise_checks import FD_TOL
 from minibert.evaluate import predict_logits
 from minibert.gradcheck import numerical_vjp, rel_error

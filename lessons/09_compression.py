@@ -27,9 +27,10 @@ import time
 
 import numpy as np
 
-from minibert.distill import (DistillSettings, TeacherCache, compare_models, default_init_layers,
-                              format_table, label_map, student_config, train_student,
-                              uniform_layer_map)
+from minibert.distill import compare_models, format_table, label_map, train_student
+from minibert.objective import DistillSettings
+from minibert.student import default_init_layers, student_config, uniform_layer_map
+from minibert.teacher_cache import TeacherCache
 
 args = parse_args(__doc__.splitlines()[0])
 task = Task(args.tiny)

@@ -175,7 +175,7 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     Not fit itself: no epochs, dev evaluation or checkpoints, the per-step loss parts are kept
     (lesson 8 plots them), and the warm-up is max(1, steps // 10) steps (fit rounds warmup *
     steps: 2 of 19 here, this gives 1), so these students are not step-for-step lesson 9's.
-    Inputs: the teacher (params, config), the student's config, a distill.TeacherCache, a list
+    Inputs: the teacher (params, config), the student's config, a teacher_cache.TeacherCache, a list
     of LabeledBatch (the same for every run, so runs differ only in what is compared),
     DistillSettings, init_layers (None = random init), the peak lr, a seed; extra_params
     (e.g. the learned projections of lesson 8) train along with the student (copies: the
@@ -184,7 +184,8 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     """
     import numpy as np
 
-    from minibert.distill import distill_loss, init_student, strip_projections, student_init_rng
+    from minibert.objective import student_objective
+    from minibert.student import init_student, strip_projections, student_init_rng
     from minibert.optim import adamw_init, adamw_step, clip_grad_norm, linear_schedule
 
     params = init_student(tparams, tconfig, sconfig, init_layers, student_init_rng(seed))
@@ -194,7 +195,7 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     steps, warm = len(batches), max(1, len(batches) // 10)
     losses, parts = [], []
     for s, b in enumerate(batches):
-        loss, grads, p = distill_loss(params, sconfig, b.ids, b.mask, b.token_type_ids, b.labels,
+        loss, grads, p = student_objective(params, sconfig, b.ids, b.mask, b.token_type_ids, b.labels,
                                       teacher.batch(b), settings, rng=dropout)
         clip_grad_norm(grads, clip)                       # global norm, in place
         adamw_step(params, grads, state, linear_schedule(s, steps, warm, lr),

@@ -173,7 +173,9 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bo
     """distill.TeacherCache on the transfer set, with its logits saved in out_dir
     (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches.
     The teacher runs in batches of 64 (inference keeps no caches, so bigger batches fit)."""
-    from minibert.distill import DistillSettings, TeacherCache, uniform_layer_map
+    from minibert.objective import DistillSettings
+    from minibert.student import uniform_layer_map
+    from minibert.teacher_cache import TeacherCache
     settings = DistillSettings(layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
                                                                  config.num_layers)))
     npy, meta = out_dir / "teacher_logits.npy", out_dir / "teacher_logits.json"
@@ -199,8 +201,9 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
     """Train one 2-layer student (uniform init from the teacher; the init depends on the
     seed only, so every student of a demo starts identical) and return a summary dict with
     its params, config and fit history."""
-    from minibert.distill import (DistillSettings, default_init_layers, student_config,
-                                  train_student, uniform_layer_map)
+    from minibert.distill import train_student
+    from minibert.objective import DistillSettings
+    from minibert.student import default_init_layers, student_config, uniform_layer_map
     from minibert.train import CHECKPOINT_NAME, TrainConfig
     config = student_config(teacher_config, STUDENT_LAYERS)
     init_layers = default_init_layers(STUDENT_LAYERS, teacher_config.num_layers)

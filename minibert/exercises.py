@@ -84,7 +84,7 @@ EXERCISES: list[Exercise] = [
              "alpha * CE + (1 - alpha) * T^2 * KL, forward and backward",
              "return alpha * CE + (1 - alpha) * T^2 * KL(p_t || p_s) at temperature T and its "
              "gradient; the soft part's gradient is (1 - alpha) * (T / N) * (p_s - p_t)"),
-    Exercise("init_student", "distill", "lessons/07_distillation.py",
+    Exercise("init_student", "student", "lessons/07_distillation.py",
              "initialise a shallow student from chosen teacher layers",
              "copy the embeddings, the mapped teacher encoder layers and the head into fresh "
              "student arrays (copies, never views of the teacher)"),

@@ -50,18 +50,20 @@ def _check_same_shape(name_a, a, name_b, b):
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
 
 
-def _check_labels(labels, logits):
+def _check_labels(labels, logits, unlabelled_ok=False):
+    """Integer (N,) labels in 0..C-1; with unlabelled_ok, -1 ("no gold label") is allowed too."""
     labels = np.asarray(labels)
     n, c = logits.shape
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels: expected an integer array, got dtype {labels.dtype}")
     if labels.shape != (n,):
         raise ValueError(f"labels: expected shape ({n},) to match logits {logits.shape}, got {labels.shape}")
-    bad = (labels < 0) | (labels >= c)
+    bad = (labels < (-1 if unlabelled_ok else 0)) | (labels >= c)
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"labels: label {int(labels[i])} at index {i} is out of range "
-                         f"for {c} classes (valid labels are 0..{c - 1})")
+                         f"for {c} classes (valid labels are 0..{c - 1}"
+                         f"{', or -1 for no gold label' if unlabelled_ok else ''})")
     return labels
 
 
@@ -169,6 +171,11 @@ def soft_kl(student_logits, teacher_logits, T):
 def distillation_loss(student_logits, teacher_logits, labels, alpha, T):
     """Hinton et al. (2015) distillation: L = alpha * CE(hard labels) + (1 - alpha) * T^2 * KL.
 
+    The one function for this loss: fine-tuning is alpha = 1, pure soft-label distillation
+    alpha = 0. A label of -1 means "no gold label" (a transfer-set example only the teacher
+    labels): the CE is then the mean over the labelled rows only (0 if there are none), while
+    the KL still covers every row.
+
     Why T^2: the soft term's gradient w.r.t. the student logits is (p_s - p_t) / (N*T), and
     for large T (with zero-mean logits) p_s - p_t itself shrinks like 1/T, so the gradient
     scales as 1/T^2. Multiplying by T^2 keeps the soft term's pull comparable to the hard
@@ -182,32 +189,44 @@ def distillation_loss(student_logits, teacher_logits, labels, alpha, T):
     Inputs:
     - student_logits: (N, C) float
     - teacher_logits: (N, C) float (frozen; no gradient is returned for it)
-    - labels: (N,) integer, 0 <= label < C
+    - labels: (N,) integer, 0 <= label < C, or -1 for a row without a gold label
     - alpha: weight of the hard-label term, in [0, 1] (1 = plain fine-tuning)
     - T: temperature > 0 of the soft term
     Returns a tuple of:
-    - loss: 0-d scalar of student_logits.dtype
-    - dlogits: (N, C), a fresh array
-    - parts: {"ce": cross-entropy, "kl": KL at temperature T WITHOUT the T^2 factor}
+    - loss: 0-d scalar of student_logits.dtype. With unlabelled rows the two terms are
+      weighted and summed in float64 instead (as the distillation pipeline always has, so
+      its recorded losses stay bit-identical); callers take float(loss) either way.
+    - dlogits: (N, C), a fresh array of student_logits.dtype
+    - parts: {"ce": cross-entropy (over the labelled rows), "kl": KL at temperature T
+      WITHOUT the T^2 factor}
     """
     if not np.isscalar(alpha) or not np.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
     T = _check_temperature(T)
     student_logits = _check_float("student_logits", student_logits, ndim=2)
+    labels = _check_labels(labels, student_logits, unlabelled_ok=True)
     # BEGIN EXERCISE distillation_loss
     dt = student_logits.dtype.type
-    # 1. the two losses and their gradients w.r.t. the student logits
-    ce, dce = cross_entropy(student_logits, labels)
+    labelled = labels >= 0                                  # (N,) False = no gold label (-1)
+    # 1. the soft loss over every row and its gradient w.r.t. the student logits
     kl, dkl = soft_kl(student_logits, teacher_logits, T)   # dkl = (p_s - p_t) / (N*T)
     # 2. weights: alpha for the hard term, (1 - alpha) * T^2 for the soft one
     w_hard = dt(alpha)
     w_soft = dt((1.0 - alpha) * T * T)                      # T^2 restores the soft gradient's scale
-    # 3. combine the losses and, with the same weights, the gradients
-    loss = w_hard * ce + w_soft * kl
-    dlogits = dce                                           # (N,C), fresh: safe to scale in place
-    dlogits *= w_hard
-    dlogits += w_soft * dkl                                 # (N,C)
-    return dt(loss), dlogits, {"ce": ce, "kl": kl}
+    # 3. the weighted soft gradient, then the hard term on the labelled rows (none: CE = 0)
+    dlogits = dkl                                           # (N,C), fresh: safe to scale in place
+    dlogits *= w_soft
+    if labelled.all():
+        ce, dce = cross_entropy(student_logits, labels)
+        dlogits += w_hard * dce                             # (N,C)
+        loss = w_hard * ce + w_soft * kl
+        return dt(loss), dlogits, {"ce": ce, "kl": kl}
+    ce = dt(0.0)
+    if labelled.any():
+        ce, dce = cross_entropy(student_logits[labelled], labels[labelled])   # mean over labelled rows
+        dlogits[labelled] += w_hard * dce                   # (n_labelled,C)
+    loss = alpha * float(ce) + (1.0 - alpha) * T * T * float(kl)   # float64, see Returns
+    return np.float64(loss), dlogits, {"ce": ce, "kl": kl}
     # END EXERCISE distillation_loss
 
 

@@ -64,6 +64,28 @@ def test_distillation_loss_gradient_matches_finite_differences():
                 s, ds)
 
 
+
+def test_unlabelled_rows_only_feel_the_teacher():
+    # label -1 = no gold label: CE is the mean over the labelled rows, the KL covers every row
+    rng = np.random.default_rng(0)
+    s, t = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    labels = np.array([2, -1, 0, -1])
+    loss, d, parts = distillation_loss(s, t, labels, 0.5, 2.0)
+    _, d_soft, p_soft = distillation_loss(s, t, np.full(4, -1), 0.5, 2.0)    # no labels at all
+    ce, dce = cross_entropy(s[[0, 2]], labels[[0, 2]])
+    assert p_soft["ce"] == 0.0 and np.isclose(parts["ce"], ce)
+    np.testing.assert_allclose(d[[1, 3]], d_soft[[1, 3]])                   # rows 1, 3: KL only
+    np.testing.assert_allclose(d[[0, 2]], d_soft[[0, 2]] + 0.5 * dce)
+    assert np.isclose(loss, 0.5 * ce + 0.5 * 4 * parts["kl"])
+
+
+def test_label_minus_one_is_the_only_unlabelled_marker():
+    with pytest.raises(ValueError, match="or -1 for no gold label"):
+        distillation_loss(_logits(), _logits(), np.array([0, -2, 1]), 0.5, 2.0)
+    with pytest.raises(ValueError, match="out of range"):
+        cross_entropy(_logits(), np.array([0, -1, 1]))          # plain CE has no unlabelled rows
+
+
 def test_hidden_mse_gradients_wrt_student_projection_and_bias():
     # a student narrower than the teacher (Hs=4 < Ht=6), with padding
     rng = np.random.default_rng(3)

@@ -119,11 +119,11 @@ def write_tiny_dataset(path, n=120, num_classes=2, seed=0, text_column="text",
 
 
 def count_teacher_forwards(monkeypatch) -> list:
-    """Make every distill.teacher_forward call append its batch size to the returned list
+    """Make every teacher_cache.teacher_forward call append its batch size to the returned list
     (undone with the monkeypatch; pytest.MonkeyPatch.context() for module-scoped fixtures)."""
-    from minibert import distill
+    from minibert import teacher_cache
     calls = []
-    real = distill.teacher_forward
-    monkeypatch.setattr(distill, "teacher_forward",
+    real = teacher_cache.teacher_forward
+    monkeypatch.setattr(teacher_cache, "teacher_forward",
                         lambda *a: calls.append(a[2].ids.shape[0]) or real(*a))
     return calls
