@@ -1,0 +1,160 @@
+"""Tests for minibert/prune.py: the head gate's gradient, head importance, choosing heads.
+
+Gradient tolerance: rel_error <= 1e-7, float64, centred differences with h = 1e-5 (as in
+test_layers.py: truncation ~1e-10, roundoff ~1e-11; a wrong term shows as 1e-3 .. 1).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import tiny_config  # noqa: E402
+
+from minibert.attention import attention_forward, mask_to_bias  # noqa: E402
+from minibert.errors import MinibertError  # noqa: E402
+from minibert.gradcheck import check_gradients, rel_error  # noqa: E402
+from minibert.losses import cross_entropy  # noqa: E402
+from minibert.model import classify_backward, classify_forward, init_params  # noqa: E402
+from minibert.prune import (  # noqa: E402
+    choose_heads,
+    gate_grads,
+    head_gate_backward,
+    head_gate_forward,
+    head_importance,
+    heads_per_layer,
+)
+from minibert.train import LabeledBatch  # noqa: E402
+
+GRAD_TOL = 1e-7
+
+
+def test_head_gate_backward_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    ctx = rng.normal(size=(2, 5, 12))                                   # 3 heads of size 4
+    gates = rng.normal(size=3)
+    errors = check_gradients(head_gate_forward, head_gate_backward, {"ctx": ctx, "gates": gates}, rng)
+    print("head gate:", errors)
+    assert max(errors.values()) <= GRAD_TOL
+
+
+def test_gate_on_a_real_attention_context_matches_finite_differences():
+    """The gate between attention and its output projection, fed by attention_forward's context
+    (attention with W_o = I and b_o = 0 returns ctx itself)."""
+    rng = np.random.default_rng(1)
+    B, T, H, nh = 2, 6, 12, 3
+    x = rng.normal(size=(B, T, H))
+    W_qkv, b_qkv = rng.normal(size=(H, 3 * H)) * 0.3, rng.normal(size=3 * H) * 0.1
+    W_o, dout = rng.normal(size=(H, H)), rng.normal(size=(B, T, H))
+    mask = np.ones((B, T), np.int64)
+    mask[1, 4:] = 0
+    ctx, _ = attention_forward(x, W_qkv, b_qkv, np.eye(H), np.zeros(H), mask_to_bias(mask, np.float64), nh)
+
+    def loss(g):
+        out, _ = head_gate_forward(ctx, g)
+        return float(((out @ W_o) * dout).sum())
+
+    g = np.ones(nh)
+    _, cache = head_gate_forward(ctx, g)
+    _, dg = head_gate_backward(dout @ W_o.T, cache)                      # dctx at the gate's output
+    h = 1e-5
+    num = np.array([(loss(g + h * e) - loss(g - h * e)) / (2 * h) for e in np.eye(nh)])
+    print("dL/dg analytic", dg, "numeric", num)
+    assert rel_error(dg, num) <= GRAD_TOL
+
+
+def _model(num_layers=2, num_heads=4, hidden_size=16, seed=0, dtype=np.float64):
+    config = tiny_config(num_labels=3, num_layers=num_layers, num_heads=num_heads,
+                         hidden_size=hidden_size, intermediate_size=24, hidden_dropout=0.0,
+                         attention_dropout=0.0)
+    params = init_params(config, np.random.default_rng(seed), dtype)
+    params = {k: (v * 10 if k.endswith(".W") else v) for k, v in params.items()}   # not near-linear
+    return params, config
+
+
+def _batch(config, seed=0, B=4, T=7):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, config.vocab_size, size=(B, T))
+    mask = np.ones((B, T), np.int64)
+    mask[0, 5:] = 0
+    mask[2, 3:] = 0
+    return LabeledBatch(ids, mask, np.zeros_like(ids), rng.integers(0, config.num_labels, B), np.arange(B))
+
+
+def test_gate_grads_from_the_output_projection_match_finite_differences_on_the_model():
+    """dL/dg_h of the classifier's loss, where gate g_h multiplies head h's context in every layer:
+    gate_grads (from dW_o) vs centred differences of the real loss. Gating head h is done by
+    scaling its rows of W_o, which is the same product (g ctx_h) W_o = ctx_h (g W_o)."""
+    params, config = _model()
+    b = _batch(config)
+    logits, _, cache = classify_forward(params, config, b.ids, b.mask, b.token_type_ids)
+    _, dlogits = cross_entropy(logits, b.labels)
+    analytic = gate_grads(params, classify_backward(dlogits, cache), config)
+    hs = config.head_size
+
+    def loss(i, head, g):
+        p = dict(params)
+        W = p[f"encoder.{i}.attn.out.W"].copy()
+        W[head * hs:(head + 1) * hs] *= g
+        p[f"encoder.{i}.attn.out.W"] = W
+        lg, _, _ = classify_forward(p, config, b.ids, b.mask, b.token_type_ids, keep_cache=False)
+        return float(cross_entropy(lg, b.labels)[0])
+
+    h = 1e-5
+    for i in range(config.num_layers):
+        num = np.array([(loss(i, k, 1 + h) - loss(i, k, 1 - h)) / (2 * h) for k in range(config.num_heads)])
+        print(f"layer {i}: analytic {analytic[i]}, numeric {num}")
+        assert rel_error(analytic[i], num) <= 1e-6   # the loss is ~1, dL/dg ~1e-2: roundoff ~1e-9
+
+
+def test_head_importance_sums_absolute_gate_grads_per_batch_and_normalises_by_layer():
+    params, config = _model()
+    batches = [_batch(config, s) for s in range(3)]
+    raw = head_importance(params, config, batches, normalize=False)
+    expected = [np.zeros(config.num_heads) for _ in range(config.num_layers)]
+    for b in batches:
+        logits, _, cache = classify_forward(params, config, b.ids, b.mask, b.token_type_ids)
+        _, dl = cross_entropy(logits, b.labels)
+        for e, g in zip(expected, gate_grads(params, classify_backward(dl, cache), config)):
+            e += np.abs(g)
+    for r, e in zip(raw, expected):
+        assert np.allclose(r, e, rtol=1e-12)
+    norm = head_importance(params, config, batches)
+    for n, r in zip(norm, raw):
+        assert np.isclose(np.linalg.norm(n), 1.0) and np.allclose(n * np.linalg.norm(r), r)
+    with pytest.raises(MinibertError, match="no rows"):
+        head_importance(params, config, [])
+
+
+def test_choose_heads_removes_the_least_important_and_keeps_one_per_layer():
+    imp = [np.array([0.9, 0.1, 0.5]), np.array([0.05, 0.06, 0.07])]
+    assert choose_heads(imp, keep=4) == {1: [0, 1]}                      # the two lowest scores
+    # 3 of 6: layer 1's heads are the three lowest, but a layer keeps its best head
+    assert choose_heads(imp, fraction=0.5) == {0: [1], 1: [0, 1]}
+    assert choose_heads(imp, keep=2) == {0: [1, 2], 1: [0, 1]}
+    assert choose_heads(imp, fraction=0.0) == {}
+    assert choose_heads(imp, keep=6) == {}
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(keep=0), "at least one head"),
+    (dict(keep=1), "keep >= 2"),
+    (dict(keep=7), "only 6 heads"),
+    (dict(fraction=1.0), r"\[0, 1\)"),
+    (dict(fraction=-0.1), r"\[0, 1\)"),
+    (dict(), "exactly one"),
+    (dict(keep=3, fraction=0.5), "exactly one"),
+])
+def test_choose_heads_bad_requests_are_clear_errors(kw, match):
+    imp = [np.ones(3), np.ones(3)]
+    with pytest.raises(MinibertError, match=match):
+        choose_heads(imp, **kw)
+
+
+def test_heads_per_layer_of_an_unpruned_model():
+    _, config = _model(num_layers=3, num_heads=4)
+    assert heads_per_layer(config) == [4, 4, 4]
