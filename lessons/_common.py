@@ -101,7 +101,7 @@ class Task:
         """The fixed list of training batches every student of lessons 7-9 sees (seeded)."""
         import numpy as np
 
-        from minibert.train import train_batches
+        from minibert.batches import train_batches
         out = []
         for epoch in range(self.student.epochs):
             out += list(train_batches(split, self.student.batch_size, np.random.default_rng([0, epoch])))
@@ -113,7 +113,7 @@ class Task:
         import warnings
 
         from minibert.tokenizer import TruncationWarning
-        from minibert.train import encode_examples
+        from minibert.batches import encode_examples
         out = []
         for name, examples in (("train", self.data.train), ("dev", self.data.dev)):
             with warnings.catch_warnings():
@@ -151,7 +151,7 @@ def finetune_teacher(task: Task, out_dir: Path):
 def drop_checkpoints(directory: Path) -> None:
     """Delete fit's resumable checkpoints (params + Adam moments: 3x the model) under a run
     directory: a lesson never resumes, and a MiniLM checkpoint is 260 MB."""
-    from minibert.train import CHECKPOINT_NAME
+    from minibert.checkpoints import CHECKPOINT_NAME
     for path in Path(directory).rglob(CHECKPOINT_NAME):
         path.unlink()
 
@@ -170,9 +170,9 @@ def finetuned_teacher(task: Task):
 
 def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_layers, lr, seed=0,
                 extra_params=None, weight_decay=0.01, clip=1.0):
-    """Train one student on fixed batches: train.fit's inner loop, in ten lines.
+    """Train one student on fixed batches: a loop of train.train_step, fit's own step.
 
-    Not fit itself: no epochs, dev evaluation or checkpoints, the per-step loss parts are kept
+    A shorter loop than fit: no epochs, dev evaluation or checkpoints, the per-step loss parts are kept
     (lesson 8 plots them), and the warm-up is max(1, steps // 10) steps (fit rounds warmup *
     steps: 2 of 19 here, this gives 1), so these students are not step-for-step lesson 9's.
     Inputs: the teacher (params, config), the student's config, a teacher_cache.TeacherCache, a list
@@ -184,9 +184,10 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     """
     import numpy as np
 
-    from minibert.objective import student_objective
+    from minibert.objective import make_distill_step
+    from minibert.optim import adamw_init
     from minibert.student import init_student, strip_projections, student_init_rng
-    from minibert.optim import adamw_init, adamw_step, clip_grad_norm, linear_schedule
+    from minibert.train import train_step
 
     params = init_student(tparams, tconfig, sconfig, init_layers, student_init_rng(seed))
     params.update({k: v.copy() for k, v in (extra_params or {}).items()})
@@ -194,14 +195,12 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     dropout = np.random.default_rng([seed, 1])
     steps, warm = len(batches), max(1, len(batches) // 10)
     losses, parts = [], []
-    for s, b in enumerate(batches):
-        loss, grads, p = student_objective(params, sconfig, b.ids, b.mask, b.token_type_ids, b.labels,
-                                      teacher.batch(b), settings, rng=dropout)
-        clip_grad_norm(grads, clip)                       # global norm, in place
-        adamw_step(params, grads, state, linear_schedule(s, steps, warm, lr),
-                   weight_decay=weight_decay)
-        losses.append(float(loss))
-        parts.append(p)
+    step_fn = make_distill_step(sconfig, teacher, settings)  # student_objective on one batch
+    for b in batches:                                      # fit's step: objective, clip, AdamW
+        res = train_step(params, state, step_fn, b, dropout, peak_lr=lr, total_steps=steps,
+                         warmup_steps=warm, clip=clip, weight_decay=weight_decay)
+        losses.append(res.loss)
+        parts.append(res.parts)
     return strip_projections(params), losses, parts
 
 

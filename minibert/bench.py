@@ -53,13 +53,13 @@ import sys
 
 import numpy as np
 
-from .allocator import is_tuned
-from .errors import MinibertError
-from .distill import student_config
-from .evaluate import median_time
-from .losses import cross_entropy
-from .model import BertConfig, classify_backward, classify_forward, count_params, init_params
-from .optim import adamw_init, adamw_step
+from minibert.allocator import is_tuned
+from minibert.errors import MinibertError
+from minibert.evaluate import median_time
+from minibert.losses import cross_entropy
+from minibert.model import BertConfig, classify_backward, classify_forward, count_params, init_params
+from minibert.optim import adamw_init, adamw_step
+from minibert.student import student_config
 
 NUM_LABELS = 3          # a 3-class head (negative / neutral / positive, like the default data)
 LR = 1e-4               # any positive lr: the step's cost does not depend on it
@@ -77,7 +77,7 @@ def teacher_config(num_layers=6, **overrides) -> BertConfig:
     return BertConfig(**sizes)
 
 
-def make_batch(rng, batch_size, seq_len, vocab_size):
+def random_batch(rng, batch_size, seq_len, vocab_size):
     """A padded batch with realistic, varied lengths.
 
     Lengths are drawn uniformly from [max(2, T/4), T] and one sequence has the full length T (the
@@ -347,7 +347,7 @@ def rss_child(engine, config_dict, batch_size, seq_len, steps=3):
     then, torch.optim.AdamW allocates its state in the first step, so compare the peaks only).
     """
     config = BertConfig.from_dict(config_dict)
-    batch = make_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)
+    batch = random_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)
     if engine == "minibert":
         params = init_params(config, np.random.default_rng(0))
         run = minibert_train_fn(params, config, *batch)           # allocates the AdamW state
@@ -401,7 +401,7 @@ def run_bench(batch_size=32, seq_len=64, repeats=5, with_torch=True, with_rss=Tr
         raise MinibertError(f"bench: --repeats must be >= 1, got {repeats}")
     if not 1 <= student_layers <= config.num_layers:
         raise MinibertError(f"bench: student_layers must be in [1, {config.num_layers}], got {student_layers}")
-    batch = make_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)
+    batch = random_batch(np.random.default_rng(0), batch_size, seq_len, config.vocab_size)
     real_tokens = int(batch[1].sum())
     blas = blas_info()
     with open("/proc/loadavg") as f:

@@ -69,7 +69,7 @@ DATA_SEED = 0                              # fixed subsets; --seed varies traini
 
 class DemoData(NamedTuple):
     labels: list
-    teacher_train: object     # train.EncodedSplit
+    teacher_train: object     # batches.EncodedSplit
     student_train: object
     dev: object
     test: object
@@ -92,7 +92,7 @@ def prepare_data(dataset, tokenizer, sizes: DemoSizes) -> DemoData:
     holds those plus (student_train - teacher_train) further training examples WITHOUT their
     gold labels (label -1): only the teacher labels them, which is what a teacher is for.
     """
-    from minibert.train import encode_examples
+    from minibert.batches import encode_examples
     student = subsample(dataset.train, sizes.student_train, np.random.default_rng([DATA_SEED, 0]))
     keep = set(range(len(student)))
     if sizes.teacher_train < len(student):
@@ -125,7 +125,8 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     """Fine-tune the pre-trained teacher (a fresh head) with train.fit; out_dir receives the
     best-dev model and head.json. Reused when out_dir already holds a teacher fine-tuned with
     the same settings (demo_teacher.json). Returns (params, config, info dict)."""
-    from minibert.train import CHECKPOINT_NAME, TrainConfig, finetune_classifier
+    from minibert.checkpoints import CHECKPOINT_NAME
+    from minibert.train import TrainConfig, finetune_classifier
     from minibert.weights import load_model
     teacher_sizes = {k: v for k, v in sizes._asdict().items()
                      if k not in ("student_epochs", "student_lr", "test")}
@@ -204,7 +205,8 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
     from minibert.distill import train_student
     from minibert.objective import DistillSettings
     from minibert.student import default_init_layers, student_config, uniform_layer_map
-    from minibert.train import CHECKPOINT_NAME, TrainConfig
+    from minibert.checkpoints import CHECKPOINT_NAME
+    from minibert.train import TrainConfig
     config = student_config(teacher_config, STUDENT_LAYERS)
     init_layers = default_init_layers(STUDENT_LAYERS, teacher_config.num_layers)
     settings = DistillSettings(alpha, temperature,

@@ -23,17 +23,25 @@ compares teacher and student (accuracy, macro-F1, size, latency).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from minibert.errors import MinibertError
-from minibert.model import BertConfig
-from minibert.objective import DistillSettings, check_settings, student_objective
+from minibert.batches import encode_examples, train_batches
+from minibert.data import load_dataset
+from minibert.errors import DataError, MinibertError
+from minibert.evaluate import align_labels, measure_latency, predict_and_score
+from minibert.files import atomic_write_json
+from minibert.model import BertConfig, count_params
+from minibert.objective import DistillSettings, check_settings, make_distill_step
 from minibert.student import (describe_mapping, init_projections, init_student, parse_init_from,
                               same_shape_layers, strip_projections, student_config,
                               student_init_rng, uniform_layer_map)
 from minibert.teacher_cache import TeacherCache
+from minibert.train import TrainConfig, check_out_dir, fit, make_eval_fn, write_head_record
+from minibert.weights import load_model, load_model_and_tokenizer, save_model
 
 
 # ----------------------------------------------------------------------------- checks on inputs
@@ -45,8 +53,6 @@ def check_teacher(model_dir, config: BertConfig) -> dict:
     random head would hand the student noise as "soft labels": distillation needs a teacher
     that already solves the task (`minibert finetune` writes head.json to say so).
     """
-    import json
-    from pathlib import Path
     fix = f"fine-tune it first: minibert finetune --model {model_dir} --data SPEC --out DIR"
     if config.num_labels == 0:
         raise MinibertError(f"--teacher {model_dir} has no classification head (num_labels 0): "
@@ -69,7 +75,6 @@ def check_teacher(model_dir, config: BertConfig) -> dict:
 def label_map(data_labels: list[str], config: BertConfig) -> np.ndarray:
     """Dataset label index -> teacher label index. The label SETS must be equal (a teacher that
     was fine-tuned on other classes cannot teach this task); their order may differ."""
-    from minibert.evaluate import align_labels
     if config.labels and sorted(config.labels) != sorted(data_labels):
         raise MinibertError(f"label mismatch: the teacher was fine-tuned on labels "
                             f"{list(config.labels)} but --data has labels {list(data_labels)}")
@@ -83,16 +88,6 @@ class StudentRun(NamedTuple):
     config: BertConfig
     fit: object              # train.FitResult
     init_layers: list | None
-
-
-def make_distill_step(config: BertConfig, teacher: TeacherCache, settings: DistillSettings):
-    """step_fn for train.fit: the student's loss against the cached teacher outputs."""
-    def step(params, batch, rng):
-        tb = teacher.batch(batch)
-        return student_objective(params, config, batch.ids, batch.mask, batch.token_type_ids,
-                            batch.labels, tb, settings, rng)
-    return step
-
 
 
 def train_student(teacher_params: dict, teacher_config: BertConfig, config: BertConfig,
@@ -109,8 +104,6 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
     Returns: StudentRun. out_dir receives the best epoch's model (model.safetensors,
     config.json, tokenizer, head.json) plus fit's run_config/metrics/curves/checkpoint.
     """
-    from minibert.train import fit, make_eval_fn, train_batches, write_head_record
-    from minibert.weights import save_model
     check_settings(settings, config, teacher_config)
     rng = student_init_rng(tcfg.seed)
     params = init_student(teacher_params, teacher_config, config, init_layers, rng)
@@ -130,7 +123,6 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
               lambda p: base_eval(strip_projections(p)), out_dir, tcfg, resume=resume,
               run_config=run_config, on_best=on_best)
     if "params" not in best:                       # resumed after the best epoch: reload it
-        from minibert.weights import load_model
         best["params"], _ = load_model(out_dir)
     return StudentRun(best["params"], config, res, init_layers)
 
@@ -147,8 +139,6 @@ def compare_models(models: list[tuple[str, dict, BertConfig]], split, batch_size
     shared machine hits every model alike.
     Returns: one dict per model: name, accuracy, macro_f1, params, ms_per_example, speedup, n.
     """
-    from minibert.evaluate import measure_latency, predict_and_score
-    from minibert.model import count_params
     rows = []
     for name, params, config in models:
         _, m = predict_and_score(params, config, split, batch_size)
@@ -205,10 +195,6 @@ def resolve_init(args, teacher_config: BertConfig, config: BertConfig) -> list[i
 def cli_distill(args) -> int:
     """minibert distill: distil a fine-tuned teacher into a shallow student; OUT holds the
     best-dev student plus a teacher-vs-student evaluation (evaluation.json)."""
-    from minibert.data import load_dataset
-    from minibert.errors import DataError
-    from minibert.train import TrainConfig, check_out_dir, encode_examples, write_json
-    from minibert.weights import load_model_and_tokenizer
     tcfg = TrainConfig.from_args(args)
     tcfg.validate()
     out = check_out_dir(args.out, args.teacher)
@@ -254,7 +240,7 @@ def cli_distill(args) -> int:
     split_name = "test" if "test" in splits else "dev"
     rows = compare_models([("teacher", tparams, tconfig), ("student", run.params, config)],
                           splits[split_name], tcfg.batch_size)
-    write_json(out / "evaluation.json", {"split": split_name, "rows": rows,
+    atomic_write_json(out / "evaluation.json", {"split": split_name, "rows": rows,
                                          "best_epoch": run.fit.best_epoch,
                                          "init_layers": init_layers,
                                          "layer_map": list(settings.layer_map)})

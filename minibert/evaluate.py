@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from minibert.batches import encode_examples, make_batch, sorted_batches
 from minibert.errors import DataError, MinibertError
 
 # ----------------------------------------------------------------------------- metrics
@@ -69,11 +70,10 @@ def _check_head(config) -> None:
 def predict_logits(params, config, split, batch_size: int = 32) -> np.ndarray:
     """Logits for every example of an EncodedSplit, in the split's order (eval mode).
 
-    Inputs: params, config (with a head), split (train.EncodedSplit), batch_size.
+    Inputs: params, config (with a head), split (batches.EncodedSplit), batch_size.
     Returns: (N, C) float32.
     """
     from minibert.model import classify_forward
-    from minibert.train import make_batch, sorted_batches
     _check_head(config)
     logits = np.zeros((len(split.labels), config.num_labels), dtype=np.float32)   # (N,C)
     for idx in sorted_batches(split.lengths, batch_size):      # similar lengths: little padding
@@ -88,7 +88,6 @@ def predict_texts(params, config, tokenizer, texts, pairs=None, batch_size: int 
                   max_length: int = 64) -> np.ndarray:
     """Logits (N, C) for raw texts (optionally sentence pairs)."""
     from minibert.data import Example
-    from minibert.train import encode_examples
     pairs = pairs if pairs is not None else [None] * len(texts)
     examples = [Example(text=t, label=0, text_pair=p) for t, p in zip(texts, pairs)]
     return predict_logits(params, config, encode_examples(tokenizer, examples, max_length),
@@ -127,7 +126,6 @@ def measure_latency(params, config, split, batch_size: int = 32, repeats: int = 
     """Milliseconds per example of forward + head on the split's first `batch_size` examples
     (padded to their longest), median over `repeats` timings after one warm-up run."""
     from minibert.model import classify_forward
-    from minibert.train import make_batch
     _check_head(config)
     b = make_batch(split, np.arange(min(batch_size, len(split.labels))))
     seconds, _ = median_time(lambda: classify_forward(params, config, b.ids, b.mask, b.token_type_ids,
@@ -168,7 +166,6 @@ def evaluate_model(params, config, tokenizer, examples, batch_size: int = 32,
     "ms_per_example"}.
     """
     from minibert.model import count_params
-    from minibert.train import encode_examples
     _check_head(config)
     if len(examples) == 0:
         raise DataError("cannot evaluate on an empty split (0 examples)")

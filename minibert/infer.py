@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from minibert.batches import sorted_batches
 from minibert.errors import MinibertError
 from minibert.layers import softmax_forward
 from minibert.model import bert_forward, l2_normalize, mean_pool, mlm_forward
+from minibert.progress import progress_bar
 
 EMBED_MAX_LENGTH = 256   # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
 
@@ -36,18 +38,17 @@ def embed(params, config, tokenizer, texts, batch_size: int = 32, max_length: in
     max_length = min(int(max_length), config.max_position)
     # Batch texts of similar length together so little compute goes to padding; the mask makes the
     # result independent of the batching (up to float32 rounding).
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    # (Lengths in characters: the texts are tokenised batch by batch, below.)
     out = np.empty((len(texts), config.hidden_size), np.float32)               # (N,H)
-    starts = range(0, len(texts), batch_size)
-    if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, desc="embedding", unit="batch")
-    for s in starts:
-        idx = order[s:s + batch_size]
+    index_lists = sorted_batches(np.array([len(t) for t in texts]), batch_size)
+    bar = progress_bar(len(index_lists), "embedding", progress)
+    for idx in index_lists:
         batch = tokenizer.encode([texts[i] for i in idx], max_length=max_length)
         res, _ = bert_forward(params, config, batch.ids, batch.mask, batch.token_type_ids,
                               keep_cache=False)
         out[idx] = l2_normalize(mean_pool(res.last, batch.mask))              # (B,T,H) -> (B,H)
+        bar.update(1)
+    bar.close()
     return out
 
 

@@ -139,3 +139,13 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
     grads.update(extra)
     return loss, grads, parts
 
+
+def make_distill_step(config: BertConfig, teacher, settings: DistillSettings):
+    """step_fn for train.train_step: student_objective on one batch against the teacher's
+    targets for it. teacher: anything with .batch(LabeledBatch) -> TeacherBatch (a
+    teacher_cache.TeacherCache)."""
+    def step(params, batch, rng):
+        tb = teacher.batch(batch)
+        return student_objective(params, config, batch.ids, batch.mask, batch.token_type_ids,
+                            batch.labels, tb, settings, rng)
+    return step

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from minibert.batches import make_batch, sorted_batches
 from minibert.model import BertConfig, classify_forward
 from minibert.objective import DistillSettings, TeacherBatch
+from minibert.progress import progress_bar
 
 
 TEACHER_CACHE_MB = 256   # cache teacher hidden states / scores only if they fit in this many MB
@@ -81,7 +83,6 @@ class TeacherCache:
                  logits: np.ndarray | None = None):
         """logits: the (N, C) logits from an earlier run (e.g. saved by the demo); with them
         and no intermediate losses, the teacher does not run at all."""
-        from minibert.train import make_batch, progress_bar, sorted_batches
         self.params, self.config, self.settings = params, config, settings
         n, tmax = split.ids.shape
         self.cache_bytes = intermediate_cache_bytes(split, config, settings)

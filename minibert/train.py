@@ -1,18 +1,18 @@
 """The training loop (shared by fine-tuning and distillation) and `minibert finetune`.
 
-Shape legend: N examples in a split, B batch, T tokens (longest in the batch), Tmax longest in
-the split, C classes.
+Shape legend: B batch, T tokens (longest in the batch), C classes.
 
 How a run works
-- Tokenise once (`encode_examples`): every split becomes padded int64 arrays plus lengths.
-- Each epoch, `bucket_batches` shuffles, sorts by length inside chunks of ~50 batches and
-  shuffles the batches, so a batch holds similar lengths and is padded only to its longest.
-- `fit` runs the epochs: step_fn gives (loss, grads, parts); we clip the global gradient
-  norm, take an AdamW step at the scheduled learning rate (linear warm-up, linear decay),
-  evaluate on dev, remember the best epoch, and write a checkpoint atomically.
-- Exact resume: every epoch draws its shuffle and dropout randomness from (seed, epoch) only,
-  so restarting at an epoch boundary from the checkpoint (params + AdamW m/v + step) replays
-  the remaining epochs bit for bit.
+- The splits are tokenised once and cut into bucketed batches (`minibert.batches`).
+- `train_step` is ONE optimisation step, the same for every model that trains here (fit,
+  and the lessons' shorter loops): step_fn gives (loss, grads, parts) (the objective's
+  forward and backward); we clip the global gradient norm and take an AdamW step at the
+  scheduled learning rate (linear warm-up, linear decay).
+- `fit` runs the epochs of train_step, evaluates on dev, remembers the best epoch, and
+  writes a checkpoint atomically (`minibert.checkpoints`).
+- Exact resume: every epoch draws its shuffle and dropout randomness from (seed, epoch) only
+  (`batches.epoch_rngs`), so restarting at an epoch boundary from the checkpoint (params +
+  AdamW m/v + step) replays the remaining epochs bit for bit.
 - A NaN/inf loss (or gradient norm) stops the run *before* the update touches the params,
   naming the epoch, step and the last good checkpoint, which is left as it was.
 """
@@ -25,114 +25,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from minibert.errors import CheckpointError, DataError, MinibertError, TrainingDiverged
-from minibert.files import atomic_write, atomic_write_json
-
-CHECKPOINT_NAME = "checkpoint.safetensors"   # one file: tensors + JSON state in its metadata
-CHECKPOINT_FORMAT = 1
-
-
-# ----------------------------------------------------------------------------- batching
-
-class EncodedSplit(NamedTuple):
-    """A tokenised split, padded once to its longest sequence (batches trim it further)."""
-    ids: np.ndarray             # (N, Tmax) int64
-    mask: np.ndarray            # (N, Tmax) int64, 1 = real token, 0 = padding
-    token_type_ids: np.ndarray  # (N, Tmax) int64
-    labels: np.ndarray          # (N,) int64
-    lengths: np.ndarray         # (N,) int64, real tokens per example
-
-
-class LabeledBatch(NamedTuple):
-    """What step_fn receives. `index` says which examples of the split these are
-    (distillation uses it to look up cached teacher outputs)."""
-    ids: np.ndarray             # (B, T) int64
-    mask: np.ndarray            # (B, T) int64
-    token_type_ids: np.ndarray  # (B, T) int64
-    labels: np.ndarray          # (B,) int64
-    index: np.ndarray           # (B,) int64 positions in the EncodedSplit
-
-
-def encode_examples(tokenizer, examples, max_length: int) -> EncodedSplit:
-    """Tokenise a list of data.Example once.
-
-    Inputs: tokenizer (minibert.tokenizer.Tokenizer), examples (list of Example with .text,
-    .label, .text_pair), max_length (truncation, in tokens including [CLS]/[SEP]).
-    Returns: EncodedSplit. Raises DataError on an empty list.
-    """
-    if len(examples) == 0:
-        raise DataError("no examples to encode (the split is empty)")
-    texts = [ex.text for ex in examples]
-    has_pair = [ex.text_pair is not None for ex in examples]
-    if any(has_pair) and not all(has_pair):
-        raise DataError("some examples have a text pair and some do not")
-    pairs = [ex.text_pair for ex in examples] if has_pair[0] else None
-    enc = tokenizer.encode(texts, pairs=pairs, max_length=max_length)
-    labels = np.asarray([ex.label for ex in examples], dtype=np.int64)      # (N,)
-    mask = np.asarray(enc.mask, dtype=np.int64)
-    return EncodedSplit(ids=np.asarray(enc.ids, dtype=np.int64), mask=mask,
-                        token_type_ids=np.asarray(enc.token_type_ids, dtype=np.int64),
-                        labels=labels, lengths=mask.sum(axis=1))
-
-
-def make_batch(split: EncodedSplit, index: np.ndarray) -> LabeledBatch:
-    """Gather examples `index` and trim the padding to the longest of them."""
-    index = np.asarray(index, dtype=np.int64)
-    T = int(split.lengths[index].max())
-    return LabeledBatch(ids=split.ids[index, :T], mask=split.mask[index, :T],       # (B, T)
-                        token_type_ids=split.token_type_ids[index, :T],
-                        labels=split.labels[index], index=index)
-
-
-def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                   chunk_batches: int = 50) -> list[np.ndarray]:
-    """Sort-ish bucketing: shuffle, sort by length inside chunks of `chunk_batches` batches,
-    cut into batches, shuffle the batch order. Returns a list of index arrays covering every
-    example exactly once (only the last batch may be short)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * chunk_batches
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """For inference: batches of similar length, deterministic, no shuffling."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-class Batches(Sequence):
-    """A list of LabeledBatch that gathers each batch only when it is used."""
-
-    def __init__(self, split: EncodedSplit, index_lists: list[np.ndarray]):
-        self.split, self.index_lists = split, index_lists
-
-    def __len__(self) -> int:
-        return len(self.index_lists)
-
-    def __getitem__(self, i: int) -> LabeledBatch:
-        return make_batch(self.split, self.index_lists[i])
-
-
-def train_batches(split: EncodedSplit, batch_size: int, rng: np.random.Generator) -> Batches:
-    """One epoch of bucketed, shuffled training batches."""
-    return Batches(split, bucket_batches(split.lengths, batch_size, rng))
-
-
-def epoch_rngs(seed: int, epoch: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """(shuffle_rng, dropout_rng) for an epoch, a function of (seed, epoch) only: this is
-    what makes a resumed run replay exactly."""
-    return (np.random.default_rng([seed, epoch, 0]), np.random.default_rng([seed, epoch, 1]))
+from minibert.batches import EncodedSplit, encode_examples, epoch_rngs, train_batches
+from minibert.checkpoints import CHECKPOINT_NAME, save_checkpoint, start_or_resume
+from minibert.errors import DataError, MinibertError, TrainingDiverged
+from minibert.files import atomic_write_json
+from minibert.optim import adamw_step, clip_grad_norm, linear_schedule
+from minibert.progress import progress_bar
 
 
 # ----------------------------------------------------------------------------- config
@@ -180,61 +82,42 @@ class FitResult(NamedTuple):
     resumed_from: int      # epochs already done when this call started (0 = fresh run)
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- one step
 
-def write_json(path, obj) -> None:
-    """Write JSON atomically (minibert.files: tmp file in the same directory + os.replace)."""
-    atomic_write_json(path, obj)
-
-
-def save_checkpoint(path, params: dict, opt_state, state: dict) -> None:
-    """params + AdamW m/v as tensors, `state` (JSON-able) in the metadata; atomic."""
-    from safetensors.numpy import save_file
-    path = Path(path)
-    tensors = {}
-    for name, p in params.items():
-        tensors[f"params/{name}"] = np.ascontiguousarray(p)
-        tensors[f"adam_m/{name}"] = np.ascontiguousarray(opt_state.m[name])
-        tensors[f"adam_v/{name}"] = np.ascontiguousarray(opt_state.v[name])
-    meta = {"minibert_checkpoint": json.dumps({**state, "format": CHECKPOINT_FORMAT,
-                                               "opt_step": int(opt_state.step)}, default=str)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+class StepResult(NamedTuple):
+    loss: float            # the objective's value on the batch (before the update)
+    parts: dict            # step_fn's loss components, name -> float
+    grad_norm: float       # global gradient norm before clipping
+    lr: float              # the learning rate this update used
 
 
-def load_checkpoint(path):
-    """Returns (params, opt_state, state). CheckpointError if missing or unreadable."""
-    from safetensors import safe_open
-    from minibert.optim import AdamWState
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            state = json.loads((f.metadata() or {})["minibert_checkpoint"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:   # safetensors raises several types; the user needs one message
-        raise CheckpointError(f"checkpoint {path} is unreadable: {err}") from err
-    groups = {"params": {}, "adam_m": {}, "adam_v": {}}
-    for key, arr in tensors.items():
-        group, _, name = key.partition("/")
-        if group not in groups or "opt_step" not in state:
-            raise CheckpointError(f"checkpoint {path} is unreadable: not a minibert checkpoint "
-                                  f"(tensor {key!r}, format {state.get('format')!r})")
-        groups[group][name] = arr
-    opt_state = AdamWState(step=int(state["opt_step"]), m=groups["adam_m"], v=groups["adam_v"])
-    return groups["params"], opt_state, state
+def train_step(params: dict, opt_state, step_fn: Callable, batch, rng: np.random.Generator, *,
+               peak_lr: float, total_steps: int, warmup_steps: int, clip: float,
+               weight_decay: float) -> StepResult:
+    """One optimisation step on one batch, updating params and opt_state in place.
 
-
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, as 'key: old -> new'."""
-    out = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
+    Inputs:
+      params: flat dict name -> float array; every entry is trained.
+      opt_state: optim.AdamWState; its .step (updates done so far) is this step's 0-based index.
+      step_fn(params, batch, rng) -> (loss, grads, parts): the objective's forward + backward
+        (loss a float or 0-d array, grads fresh arrays with exactly params' keys, parts a dict
+        name -> float to log, may be empty); rng: dropout randomness.
+      peak_lr, total_steps, warmup_steps: optim.linear_schedule's warm-up and linear decay.
+      clip: global gradient-norm clip (<= 0: none, the norm is only measured); weight_decay: AdamW's.
+    Returns: StepResult. Raises TrainingDiverged on a NaN/inf loss or gradient norm BEFORE the
+    update, so params and opt_state are left as they were.
+    """
+    loss, grads, parts = step_fn(params, batch, rng)
+    if set(grads) != set(params):
+        raise ValueError("step_fn: grads must have exactly params' keys; differing: "
+                         f"{sorted(set(grads) ^ set(params))[:5]}")
+    loss = float(loss)
+    norm = clip_grad_norm(grads, clip if clip > 0 else math.inf)   # in place; inf: norm only
+    if not (math.isfinite(loss) and math.isfinite(norm)):           # stop BEFORE the update
+        raise TrainingDiverged(f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}")
+    lr = linear_schedule(int(opt_state.step), total_steps, warmup_steps, peak_lr)
+    adamw_step(params, grads, opt_state, lr, weight_decay=weight_decay)
+    return StepResult(loss, parts, norm, lr)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -261,13 +144,12 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
     Returns: FitResult. Raises TrainingDiverged on a NaN/inf loss or gradient norm, before
     the update is applied; the last checkpoint is left intact and named in the message.
     """
-    from minibert.optim import adamw_step, clip_grad_norm, linear_schedule
     tcfg.validate()
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     config = json.loads(json.dumps({**(run_config or {}), "train": tcfg.to_dict()}, default=str))
-    opt_state, run = _start_or_resume(params, out_dir, config, resume)
-    write_json(out_dir / "run_config.json", config)
+    opt_state, run = start_or_resume(params, out_dir, config, resume)
+    atomic_write_json(out_dir / "run_config.json", config)
     start_epoch = run["epochs_done"]
     last_good = (f"{ckpt_path} (after epoch {start_epoch})" if start_epoch > 0
                  else "none (no epoch had finished)")
@@ -290,23 +172,18 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
             step = int(opt_state.step)                       # 0-based index of this update
             where = f"epoch {epoch + 1}, step {step + 1} (of {total_steps})"
             try:
-                loss, grads, parts = step_fn(params, batch, dropout_rng)
+                res = train_step(params, opt_state, step_fn, batch, dropout_rng, peak_lr=tcfg.lr,
+                                 total_steps=total_steps, warmup_steps=warmup_steps,
+                                 clip=tcfg.clip, weight_decay=tcfg.weight_decay)
             except KeyboardInterrupt:
                 bar.close()
                 print(f"interrupted at {where}; last checkpoint: {last_good}; "
                       "continue with --resume", file=sys.stderr, flush=True)
                 raise
-            if set(grads) != set(params):
-                raise ValueError("step_fn: grads must have exactly params' keys; differing: "
-                                 f"{sorted(set(grads) ^ set(params))[:5]}")
-            loss = float(loss)
-            norm = clip_grad_norm(grads, tcfg.clip if tcfg.clip > 0 else math.inf)  # inf: norm only
-            if not (math.isfinite(loss) and math.isfinite(norm)):   # stop BEFORE the update
+            except TrainingDiverged as err:
                 bar.close()
-                what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
-                raise TrainingDiverged(f"{what} at {where}; last good checkpoint: {last_good}")
-            lr = linear_schedule(step, total_steps, warmup_steps, tcfg.lr)
-            adamw_step(params, grads, opt_state, lr, weight_decay=tcfg.weight_decay)
+                raise TrainingDiverged(f"{err} at {where}; last good checkpoint: {last_good}") from None
+            loss, parts, lr = res.loss, res.parts, res.lr
             n_seen += int(batch.ids.shape[0])
             loss_sum += loss
             run["step_losses"].append(loss)
@@ -333,43 +210,6 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                      resumed_from=start_epoch)
 
 
-def _start_or_resume(params: dict, out_dir: Path, config: dict, resume: bool):
-    """Fresh AdamW state, or (resume) params/state/history loaded from the checkpoint.
-    Returns (opt_state, run) with run = {epochs_done, run_config, history, step_losses, best}."""
-    from minibert.optim import adamw_init, check_state
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MinibertError(f"--out {out_dir}: exists and is not a directory")
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    if not resume:
-        if ckpt_path.exists():
-            raise MinibertError(f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); "
-                                "pass --resume to continue it or choose a new --out")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return adamw_init(params), {"epochs_done": 0, "run_config": config, "history": [],
-                                    "step_losses": [], "best": {"epoch": 0, "metrics": None}}
-    if not ckpt_path.is_file():
-        raise CheckpointError(f"--resume: no checkpoint to resume from ({ckpt_path} not found)")
-    saved, opt_state, state = load_checkpoint(ckpt_path)
-    diff = _config_diff(state["run_config"], config)
-    if diff:
-        raise CheckpointError(f"--resume: {out_dir} was started with a different config ("
-                              + "; ".join(diff) + "); use the same flags or a new --out")
-    if set(saved) != set(params):
-        raise CheckpointError(f"--resume: {ckpt_path} holds different tensors than the model: "
-                              f"{sorted(set(saved) ^ set(params))[:5]}")
-    wrong = [f"{k} {saved[k].shape} vs {params[k].shape}" for k in params if saved[k].shape != params[k].shape]
-    if wrong:
-        raise CheckpointError(f"--resume: {ckpt_path} has other shapes than the model: {wrong[:5]}")
-    for name in params:
-        params[name] = saved[name].astype(params[name].dtype, copy=False)
-    try:
-        check_state(opt_state, params)
-    except ValueError as err:
-        raise CheckpointError(f"--resume: {ckpt_path}: {err}") from None
-    run = {k: state[k] for k in ("epochs_done", "run_config", "history", "step_losses", "best")}
-    return opt_state, run
-
-
 def _end_epoch(run: dict, record: dict, params: dict, opt_state, out_dir: Path,
                tcfg: TrainConfig, on_best) -> bool:
     """Record the epoch, export the best model (on_best), write checkpoint, metrics and plot.
@@ -384,26 +224,13 @@ def _end_epoch(run: dict, record: dict, params: dict, opt_state, out_dir: Path,
         if on_best is not None:        # before the checkpoint: a crash in between replays the epoch
             on_best(params, record["epoch"], record["dev"])
     save_checkpoint(out_dir / CHECKPOINT_NAME, params, opt_state, run)
-    write_json(out_dir / "metrics.json", {"history": run["history"], "metric": tcfg.metric,
+    atomic_write_json(out_dir / "metrics.json", {"history": run["history"], "metric": tcfg.metric,
                                           "best_epoch": run["best"]["epoch"],
                                           "best": run["best"]["metrics"],
                                           "step_losses": run["step_losses"]})
     plot_training_curves(run["history"], run["step_losses"], out_dir / "training_curves.png",
                          metric=tcfg.metric)
     return improved
-
-
-class _NoBar:
-    def update(self, n): pass
-    def set_postfix(self, **kw): pass
-    def close(self): pass
-
-
-def progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", mininterval=0.5, leave=False)
 
 
 def _print_epoch(record: dict, tcfg: TrainConfig, improved: bool) -> None:
@@ -465,7 +292,7 @@ def with_fresh_head(params: dict, config, labels: list[str], rng: np.random.Gene
 
 def write_head_record(out_dir, data_spec: str, labels, dev_accuracy, epoch: int) -> None:
     """head.json: proof that this model's classifier was trained (distill checks it)."""
-    write_json(Path(out_dir) / "head.json", {"finetuned": True, "data": data_spec,
+    atomic_write_json(Path(out_dir) / "head.json", {"finetuned": True, "data": data_spec,
                                              "labels": list(labels), "dev_accuracy": dev_accuracy,
                                              "epoch": epoch})
 

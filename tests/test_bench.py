@@ -29,8 +29,8 @@ def tiny_run(**kw):
     return bench.run_bench(**args)
 
 
-def test_make_batch_is_padded_with_varied_lengths_and_a_full_row():
-    ids, mask, tt, labels = bench.make_batch(np.random.default_rng(0), 16, 12, 100)
+def test_random_batch_is_padded_with_varied_lengths_and_a_full_row():
+    ids, mask, tt, labels = bench.random_batch(np.random.default_rng(0), 16, 12, 100)
     lengths = mask.sum(axis=1)
     assert ids.shape == mask.shape == tt.shape == (16, 12) and labels.shape == (16,)
     assert lengths.max() == 12 and len(set(lengths.tolist())) > 1

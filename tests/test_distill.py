@@ -17,7 +17,7 @@ from minibert.cli import main
 from minibert.errors import MinibertError
 from minibert.gradcheck import check_gradients
 from minibert.model import init_params
-from minibert.train import make_batch
+from minibert.batches import make_batch
 from tiny import count_teacher_forwards, make_tiny_model_dir, tiny_config, write_tiny_dataset
 
 
@@ -42,7 +42,7 @@ def distill_argv(task, out, *extra):
 
 def random_split(rng, n, T, vocab, pad_last=True):
     """An EncodedSplit-like batch source with some padded rows (labels in 0..2)."""
-    from minibert.train import EncodedSplit
+    from minibert.batches import EncodedSplit
     lengths = rng.integers(3, T + 1, size=n)
     if pad_last:
         lengths[0] = T

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from minibert.errors import CheckpointError, MinibertError, TrainingDiverged
-from minibert.train import (CHECKPOINT_NAME, EncodedSplit, TrainConfig, bucket_batches,
-                            fit, load_checkpoint, make_batch, save_checkpoint, train_batches)
+from minibert.batches import EncodedSplit, train_batches
+from minibert.checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from minibert.train import TrainConfig, fit
 
 # ----------------------------------------------------------------------------- a toy model
 
@@ -89,33 +90,6 @@ def metrics_without_times(path):
     for h in d["history"]:
         h.pop("time_s"), h.pop("examples_per_s")
     return d
-
-
-# ----------------------------------------------------------------------------- batching
-
-def test_bucket_batches_cover_every_example_once_and_group_similar_lengths():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 100, size=1000)
-    batches = bucket_batches(lengths, 16, np.random.default_rng(1), chunk_batches=10)
-    flat = np.concatenate(batches)
-    assert sorted(flat.tolist()) == list(range(1000))
-    assert sum(len(b) < 16 for b in batches) == 1            # only one short batch
-    # sorting inside chunks makes the padding waste far smaller than random batching
-    spread = np.mean([np.ptp(lengths[b]) for b in batches])
-    random_spread = np.mean([np.ptp(lengths[b]) for b in np.array_split(rng.permutation(1000), 63)])
-    assert spread < 0.3 * random_spread
-    again = bucket_batches(lengths, 16, np.random.default_rng(1), chunk_batches=10)
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again))   # seeded
-
-
-def test_make_batch_trims_padding_to_the_longest_in_the_batch():
-    split = toy_split()
-    idx = np.argsort(split.lengths)[:5]
-    b = make_batch(split, idx)
-    assert b.ids.shape == (5, split.lengths[idx].max())
-    assert b.mask[:, -1].any()                                # no all-padding column left
-    np.testing.assert_array_equal(b.index, idx)
-    np.testing.assert_array_equal(b.labels, split.labels[idx])
 
 
 # ----------------------------------------------------------------------------- the loop
