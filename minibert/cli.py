@@ -2,19 +2,60 @@
 
 Each subcommand's flags are declared here; the work is done by a `cli_*` function in the
 workflow module named next to it (imported lazily, so `minibert --help` is instant and a
-command never imports more than it needs). Errors meant for the user are `MinibertError`s:
-they print as one clear line and exit with status 2, never as a traceback.
+command never imports more than it needs).
+
+Every failure minibert can explain is one line on stderr and exit status 2, never a traceback:
+bad flags (argparse; counts are checked by `positive_int`), `MinibertError`s (bad data, models,
+folders; a diverged training run), and `OSError`s (a full disk, a read-only or missing folder, a
+path that is a file), named by the file concerned. Ctrl-C exits 130 and SIGTERM 143, after the
+`finally` blocks have released locks and removed temporary files. Warnings print as one plain
+line ("note: 3 of 800 sequences were longer than ...") instead of Python's source-line format.
+Only a bug in minibert itself still shows a traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import signal
 import sys
+import threading
+import warnings
 
 from minibert.allocator import keep_freed_memory
 from minibert.errors import MinibertError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, lengths, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def length_int(text: str) -> int:
+    """argparse type for --max-length: room for [CLS], one token and [SEP] at least."""
+    value = positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"expected at least 3 ([CLS], a token, [SEP]), got {text!r}")
+    return value
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -24,19 +65,20 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-pair-column", default=None,
                    help="optional second text column (sentence pairs)")
     p.add_argument("--label-column", default=None, help="label column for csv/tsv/jsonl data")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="use at most this many training examples (dev/test are limited proportionally)")
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
-    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--epochs", type=positive_int, default=epochs)
     p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64, help="truncate sequences to this many tokens")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-length", type=length_int, default=64,
+                   help="truncate sequences to this many tokens")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warm-up")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
 
 
@@ -64,12 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="weights/minilm-l6")
     p.add_argument("--text-file", required=True, help="one sentence per line")
     p.add_argument("--out", required=True, help="output .npy file, shape (N, H) float32")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.set_defaults(handler="minibert.infer:cli_embed")
 
     p = sub.add_parser("fill-mask", help="predict [MASK] tokens (checkpoints with an MLM head)")
     p.add_argument("--model", required=True)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("text", nargs="+", help="sentences containing [MASK]")
     p.set_defaults(handler="minibert.infer:cli_fill_mask")
 
@@ -85,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_data_args(p)
     _add_train_args(p, epochs=3, lr=1e-4)
-    p.add_argument("--layers", type=int, default=2, help="student encoder layers")
-    p.add_argument("--hidden-size", type=int, default=None, help="student width (default: teacher's)")
-    p.add_argument("--intermediate-size", type=int, default=None)
-    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--layers", type=positive_int, default=2, help="student encoder layers")
+    p.add_argument("--hidden-size", type=positive_int, default=None,
+                   help="student width (default: teacher's)")
+    p.add_argument("--intermediate-size", type=positive_int, default=None)
+    p.add_argument("--heads", type=positive_int, default=None)
     p.add_argument("--init", choices=["teacher", "random"], default="teacher")
     p.add_argument("--init-from", default=None,
                    help="comma-separated teacher layers to copy, e.g. 0,5 (default: uniform)")
@@ -103,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     _add_data_args(p)
     p.add_argument("--split", choices=["dev", "test"], default="dev")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-length", type=length_int, default=64)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler="minibert.evaluate:cli_evaluate")
 
@@ -115,16 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="forward / train-step timings (and PyTorch's, if installed)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=64, help="padded length of the batch")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seq-len", type=positive_int, default=64, help="padded length of the batch")
     p.set_defaults(handler="minibert.bench:cli_bench")
 
     p = sub.add_parser("demo", help="the main job: fetch, fine-tune, distil, compare, plot")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="classroom-sized run (about 100 s on 2 idle cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--sweep", action="store_true",
                    help="student temperature x alpha sweep (reuses the fine-tuned teacher)")
     p.set_defaults(handler="minibert.demo:cli_demo")
@@ -144,22 +187,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks (locks, temporary files) run."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+# errno -> what to do about it, appended to the system's own words
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere; files written before are intact and the "
+                  "temporary file was removed",
+    errno.EDQUOT: "your disk quota is used up; free some space or write elsewhere",
+    errno.EACCES: "you lack permission there; choose a folder you can write to",
+    errno.EPERM: "you lack permission there; choose a folder you can write to",
+    errno.EROFS: "choose a folder on a writable file system",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "this is a folder; a file name is needed",
+    errno.ENOENT: "no such file or folder",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line naming the file(s), the system's reason and a hint: 'cannot use PATH: No space
+    left on device (free some space ...)'."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    reason = err.strerror or str(err)
+    hint = OS_ERROR_HINTS.get(err.errno)
+    return ((f"cannot use {where}: " if where else "") + reason
+            + (f" ({hint})" if hint and hint.lower() != reason.lower() else ""))
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the command line: one plain line, no source path or code."""
+    from minibert.tokenizer import TruncationWarning
+    kind = "note" if issubclass(category, TruncationWarning) else f"warning ({category.__name__})"
+    print(f"{kind}: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()                      # page faults cost ~10% of a forward: see minibert/allocator.py
-    module_name, func_name = args.handler.split(":")
-    handler = getattr(importlib.import_module(module_name), func_name)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    name = f"minibert {args.command}"
     try:
-        result = handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            module_name, func_name = args.handler.split(":")
+            handler = getattr(importlib.import_module(module_name), func_name)
+            result = handler(args)
     except MinibertError as err:
-        print(f"minibert {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"minibert {args.command}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:                  # `minibert exercises list | head`: the reader left
         sys.stdout = open(os.devnull, "w")   # keep Python's exit-time flush from failing again
         return 0
+    except OSError as err:
+        print(f"{name}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{name}: error: out of memory (try a smaller --batch-size or --max-length)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"{name}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_term)
     return int(result or 0)
 
 
