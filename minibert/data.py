@@ -225,10 +225,43 @@ def _check_value(path: Path, n: int, role: str, col: str, value, kinds) -> None:
 
 
 def _label_key(value) -> str:
-    """Labels compare as strings; ints (and int-looking strings such as "1") as canonical ints."""
+    """Labels compare as strings; ints (and integer strings such as "1" or "01") as canonical
+    ints, so a JSON 1 and a CSV "1" are one label. Nothing else is normalised: near-duplicates
+    are an error (see _check_label_spellings)."""
     if isinstance(value, int):
         return str(value)
-    return str(int(value)) if re.fullmatch(r"\s*[+-]?\d+\s*", value) else value
+    return str(int(value)) if re.fullmatch(r"[+-]?\d+", value) else value
+
+
+def _loose_label(key: str) -> str:
+    """What a label spelling means to a person: case, surrounding spaces and the number format
+    ("1" / "1.0" / " 1") ignored."""
+    loose = key.strip().casefold()
+    try:
+        number = float(loose)
+    except ValueError:
+        return loose
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _check_label_spellings(files: dict, split_rows: dict) -> None:
+    """DataError naming both spellings and where each first occurs when two label spellings
+    differ only in case, surrounding spaces or number format ("positive " / "Positive", "1" /
+    "1.0"): they would silently become two classes."""
+    first: dict[str, str] = {}                                  # spelling -> "file line n"
+    for split, rows in split_rows.items():
+        for n, row in rows:
+            first.setdefault(_label_key(row["label"]), f"{files[split]} line {n}")
+    by_meaning: dict[str, list[str]] = {}
+    for key in first:
+        by_meaning.setdefault(_loose_label(key), []).append(key)
+    clashes = [keys for keys in by_meaning.values() if len(keys) > 1]
+    if clashes:
+        a, b = clashes[0][:2]
+        more = f" ({len(clashes) - 1} more such group(s))" if len(clashes) > 1 else ""
+        raise DataError(f"labels {a!r} ({first[a]}) and {b!r} ({first[b]}) differ only in case, "
+                        f"surrounding spaces or number format, and would become two classes"
+                        f"{more}; spell each label one way in the data")
 
 
 def _build_label_set(keys: list[str]) -> list[str]:
@@ -278,6 +311,7 @@ def _load_user(path: Path, text_col: str, label_col: str, pair_col: str | None) 
     else:
         raise DataError(f"{path}: unknown extension {path.suffix!r} (expected .csv, .tsv or .jsonl)")
     split_rows = {s: _load_rows(f, cols) for s, f in files.items() if f is not None}
+    _check_label_spellings(files, split_rows)
     labels = _build_label_set([_label_key(r["label"]) for _, r in split_rows["train"]])
     ex = {s: _rows_to_examples(files[s], rows, labels, s) for s, rows in split_rows.items()}
     if path.is_dir():

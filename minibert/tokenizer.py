@@ -109,7 +109,8 @@ class Tokenizer:
                 raise ValueError(f"pairs: expected {len(texts)} strings (one per text), got {len(pairs)} items")
         min_len = 3 if pairs is None else 5
         if not isinstance(max_length, (int, np.integer)) or max_length < min_len:
-            raise ValueError(f"max_length: expected an int >= {min_len}, got {max_length!r}")
+            raise TokenizerError(f"max_length: expected an int >= {min_len} (room for [CLS], "
+                                 f"[SEP] and the text), got {max_length!r}")
 
         self._tk.enable_truncation(int(max_length))        # longest-first for pairs
         self._tk.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token)  # to the longest
@@ -120,7 +121,7 @@ class Tokenizer:
             self._tk.no_padding()
         self.last_truncated = sum(1 for e in enc if e.overflowing)
         if self.last_truncated:
-            warnings.warn(f"tokenizer: {self.last_truncated} of {len(texts)} sequence(s) were longer "
+            warnings.warn(f"{self.last_truncated} of {len(texts)} sequence(s) were longer "
                           f"than max_length={max_length} tokens and were truncated",
                           TruncationWarning, stacklevel=2)
         ids = np.array([e.ids for e in enc], dtype=np.int64)                 # (B,T)
@@ -146,3 +147,13 @@ def check_tokenizer_fits(tokenizer: Tokenizer, config) -> None:
         raise TokenizerError(f"{tokenizer.path} has {tokenizer.vocab_size} tokens but the model's "
                              f"embedding table has vocab_size={config.vocab_size} rows; ids >= "
                              f"{config.vocab_size} would be out of range (wrong tokenizer for this model?)")
+
+
+def check_length_fits(max_length: int, config, option: str = "--max-length") -> None:
+    """TokenizerError, before any work, if sequences of max_length tokens would not fit the
+    model's position table (config.max_position rows): every split is truncated to max_length,
+    so this one check covers the longest row of train, dev and test alike."""
+    if max_length > config.max_position:
+        raise TokenizerError(f"{option} {max_length} is longer than the model's position table "
+                             f"({config.max_position} positions, max_position in its config.json); "
+                             f"use {option} {config.max_position} or less")
