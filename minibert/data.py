@@ -10,7 +10,10 @@ N examples, C classes.
 
 Splits never depend on the training seed: a single file is split once, with SPLIT_SEED, so every
 run and every model sees the same test set. `seed` only chooses which examples `limit` keeps.
-Bad input raises `DataError` naming the file, the line and the column.
+Bad input raises `DataError` naming the file, the line and the column. Label spellings are
+taken as they are (integers such as "1" and a JSON 1 are one label): two spellings that differ
+only in case, surrounding spaces or number format ("positive " / "Positive", "1" / "1.0") are
+an error naming both, never silently two classes.
 
 The default corpus arrives damaged: see `minibert.mojibake.repair_text` for what was done to it and how it is undone.
 """
