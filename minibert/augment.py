@@ -206,7 +206,7 @@ def mlm_candidates(params: dict, config: BertConfig, sentences, targets, mask_id
     """
     if not config.mlm_head:
         raise MinibertError("mlm_candidates: the model has no masked-LM head")
-    from minibert.train import progress_bar
+    from minibert.progress import progress_bar
     n = len(targets)
     out = np.zeros((n, k), np.int64)
     lengths = np.array([len(sentences[s]) for s, _ in targets], np.int64)
@@ -350,7 +350,7 @@ def teacher_logits(params: dict, config: BertConfig, ids: np.ndarray, lengths: n
                    progress: bool = False) -> np.ndarray:
     """The frozen teacher's logits for M padded sentences, in length-sorted batches, eval mode,
     no caches. Inputs: ids / token_type_ids (M,T), lengths (M,). Returns: (M,C) float32."""
-    from minibert.train import progress_bar
+    from minibert.progress import progress_bar
     M = len(lengths)
     out = np.zeros((M, config.num_labels), np.float32)                   # (M,C)
     order = np.argsort(lengths, kind="stable")

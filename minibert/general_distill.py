@@ -319,7 +319,7 @@ def general_student(tparams: dict, tconfig: BertConfig, config: BertConfig, init
                     settings: GeneralSettings, rng: np.random.Generator) -> dict:
     """Student parameters: init_student (teacher blocks init_layers, or random) plus a
     projection per hidden-state term when the student is narrower."""
-    from minibert.distill import init_projections, init_student
+    from minibert.student import init_projections, init_student
     params = init_student(tparams, tconfig, config, init_layers, rng)
     for name, value in init_projections(config, tconfig, rng).items():
         j = int(name[len(PROJ_PREFIX):].split(".")[0])
@@ -347,7 +347,7 @@ def make_general_eval(tparams, tconfig, config, settings, special, mask_id, dev,
                       seed):
     """eval_fn for train.fit: the objective on the held-out text, no dropout, the same masking
     every epoch. Returns {"neg_loss": -loss, "loss": loss} (fit keeps the highest neg_loss)."""
-    from minibert.train import make_batch, sorted_batches
+    from minibert.batches import make_batch, sorted_batches
 
     def eval_fn(params):
         rng = np.random.default_rng([seed, 4242])
@@ -370,7 +370,7 @@ def make_general_eval(tparams, tconfig, config, settings, special, mask_id, dev,
 def settings_from_args(args, teacher: BertConfig, config: BertConfig) -> GeneralSettings:
     """The flags -> GeneralSettings. DistilBERT's weights (5, 2, 1) are the default when the
     teacher has a masked-LM head (cosine only when the widths match); 0 otherwise."""
-    from minibert.distill import uniform_layer_map
+    from minibert.student import uniform_layer_map
     auto = {}
     for name, w in DISTILBERT_WEIGHTS.items():
         given = getattr(args, name, None)
@@ -390,8 +390,11 @@ def cli_distill_general(args) -> int:
     """minibert distill-general: TinyBERT (+ DistilBERT) general distillation on unlabelled text.
     OUT: the best held-out-loss student (model, config, tokenizer, general.json) + fit's files."""
     import dataclasses
-    from minibert.distill import describe_mapping, resolve_init, student_config, strip_projections
-    from minibert.train import TrainConfig, check_out_dir, encode_examples, fit, train_batches, write_json
+    from minibert.batches import encode_examples, train_batches
+    from minibert.distill import resolve_init
+    from minibert.files import atomic_write_json as write_json
+    from minibert.student import describe_mapping, strip_projections, student_config
+    from minibert.train import TrainConfig, check_out_dir, fit
     from minibert.transfer_set import fingerprint
     from minibert.weights import load_model_and_tokenizer, save_model
     tcfg = dataclasses.replace(TrainConfig.from_args(args), metric="neg_loss")

@@ -28,7 +28,7 @@ from minibert.prune import (  # noqa: E402
     head_importance,
     heads_per_layer,
 )
-from minibert.train import LabeledBatch  # noqa: E402
+from minibert.batches import LabeledBatch  # noqa: E402
 
 GRAD_TOL = 1e-7
 

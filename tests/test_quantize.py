@@ -182,7 +182,7 @@ def test_calibrate_gives_one_positive_scale_per_linear_and_refuses_no_rows():
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny import VOCAB  # noqa: F401  (the tiny sizes)
 
-    from minibert.train import LabeledBatch
+    from minibert.batches import LabeledBatch
     params, config = _tiny_params()
     rng = np.random.default_rng(0)
     ids = rng.integers(5, config.vocab_size, size=(3, 7))
