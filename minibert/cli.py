@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="student temperature x alpha sweep (reuses the fine-tuned teacher)")
     p.set_defaults(handler="minibert.demo:cli_demo")
 
+    p = sub.add_parser("report", help="over finished demo runs: each recipe minus the hard-label "
+                                      "control, mean and 95%% interval over seeds")
+    p.add_argument("runs", nargs="+", help="demo --out directories (or a directory of them, or "
+                                           "results.json files)")
+    p.add_argument("--out", help="also write the table to this markdown file")
+    p.set_defaults(handler="minibert.report:cli_report")
+
     p = sub.add_parser("exercises", help="classroom exercises: list, init a workspace, check")
     esub = p.add_subparsers(dest="exercises_command", required=True, metavar="ACTION")
     e = esub.add_parser("list", help="the exercises in course order")
