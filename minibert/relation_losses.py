@@ -173,7 +173,8 @@ def value_relation_forward(v):
     """
     v = _check_relation("v", v)
     scale = v.dtype.type(1.0 / math.sqrt(v.shape[-1]))
-    r = v @ v.swapaxes(-1, -2)                                  # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
+    # r = v v^T: (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
+    r = v @ v.swapaxes(-1, -2)
     r *= scale
     return r, ValueRelationCache(v, scale)
 

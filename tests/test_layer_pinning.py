@@ -24,9 +24,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minibert import distill as D
+from minibert import objective as O
+from minibert import student as S
+from minibert.teacher_cache import TeacherCache
 from minibert.model import bert_forward, init_params
-from minibert.train import make_batch
+from minibert.batches import make_batch
 from tiny import tiny_config
 
 SIGNATURE = 10.0      # hidden state t has feature mean SIGNATURE * t
@@ -45,7 +47,7 @@ def signature_teacher(num_layers=6, seed=0):
 
 
 def padded_split(rng, n, T, vocab):
-    from minibert.train import EncodedSplit
+    from minibert.batches import EncodedSplit
     lengths = rng.integers(3, T + 1, size=n)
     lengths[0] = T
     mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
@@ -101,11 +103,11 @@ def test_teacher_targets_come_from_the_mapped_teacher_layers(n_student, stored):
     block g[j+1]-1 (0-based): for 2 of 6 layers hidden 0->0, 1->3, 2->6 and blocks 0->2, 1->5.
     Both ways the cache can serve them: stored for the split, and recomputed per batch."""
     params, config = signature_teacher()
-    g = D.uniform_layer_map(n_student, config.num_layers)
-    settings = D.DistillSettings(hidden_weight=1.0, attention_weight=1.0, cosine_weight=1.0,
+    g = S.uniform_layer_map(n_student, config.num_layers)
+    settings = O.DistillSettings(hidden_weight=1.0, attention_weight=1.0, cosine_weight=1.0,
                                  layer_map=tuple(g))
     split = padded_split(np.random.default_rng(1), 10, 9, config.vocab_size)
-    cache = D.TeacherCache(params, config, split, settings, batch_size=4,
+    cache = TeacherCache(params, config, split, settings, batch_size=4,
                            max_mb=1e3 if stored else 0.0)
     assert cache.stored == stored
     batch = make_batch(split, np.array([7, 1, 4, 0]))          # unsorted rows: index lookup too
@@ -116,16 +118,16 @@ def test_teacher_targets_come_from_the_mapped_teacher_layers(n_student, stored):
     assert got_hidden == g, f"hidden targets come from teacher states {got_hidden}, map says {g}"
     assert got_blocks == [t - 1 for t in g[1:]], f"score targets from teacher blocks {got_blocks}"
     if n_student == 2:                                          # the mapping the CLI prints
-        text = D.describe_mapping(None, 2, 6)
+        text = S.describe_mapping(None, 2, 6)
         assert "0->0, 1->3, 2->6" in text and "0->2, 1->5" in text
         assert got_hidden == [0, 3, 6] and got_blocks == [2, 5]
 
 
 def _student_setup(n_student=2, seed=3):
     params, config = signature_teacher()
-    sc = D.student_config(config, n_student)
-    init = D.default_init_layers(n_student, config.num_layers)
-    student = D.init_student(params, config, sc, init, np.random.default_rng(seed))
+    sc = S.student_config(config, n_student)
+    init = S.default_init_layers(n_student, config.num_layers)
+    student = S.init_student(params, config, sc, init, np.random.default_rng(seed))
     split = padded_split(np.random.default_rng(seed), 6, 9, config.vocab_size)
     batch = make_batch(split, np.arange(6))
     return params, config, sc, student, batch
@@ -135,8 +137,14 @@ def _own_targets(student, sc, batch, logits):
     """A TeacherBatch holding the student's own hidden states and scores (eval mode)."""
     out, _ = bert_forward(student, sc, batch.ids, batch.mask, batch.token_type_ids,
                           output_hidden=True, output_attentions=True)
-    return D.TeacherBatch(logits, [h.copy() for h in out.hidden_states],
+    return O.TeacherBatch(logits, [h.copy() for h in out.hidden_states],
                           [s.copy() for s in out.scores])
+
+
+def _objective(student, sc, batch, tb, settings):
+    """student_objective on one batch, eval mode: (loss, grads, parts)."""
+    return O.student_objective(student, sc, batch.ids, batch.mask, batch.token_type_ids,
+                               batch.labels, tb, settings)
 
 
 @pytest.mark.parametrize("term", ["hidden_weight", "attention_weight", "cosine_weight"])
@@ -147,22 +155,20 @@ def test_each_student_layer_is_compared_with_its_own_target(term):
     _, _, sc, student, batch = _student_setup()
     teacher_logits = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
     tb = _own_targets(student, sc, batch, teacher_logits)
-    g = tuple(D.uniform_layer_map(2, 6))
-    plain = D.DistillSettings(0.5, 2.0, layer_map=g)
+    g = tuple(S.uniform_layer_map(2, 6))
+    plain = O.DistillSettings(0.5, 2.0, layer_map=g)
     with_term = plain._replace(**{term: 1.0})
-    loss0, grads0, _ = D.distill_loss(student, sc, batch.ids, batch.mask, batch.token_type_ids,
-                                      batch.labels, tb, plain)
-    loss1, grads1, parts = D.distill_loss(student, sc, batch.ids, batch.mask, batch.token_type_ids,
-                                          batch.labels, tb, with_term)
+    loss0, grads0, _ = _objective(student, sc, batch, tb, plain)
+    loss1, grads1, parts = _objective(student, sc, batch, tb, with_term)
     name = term.removesuffix("_weight")
     assert abs(parts[name]) <= 1e-6, (name, parts)
     assert abs(loss1 - loss0) <= 1e-5
     for k in grads0:
         assert np.allclose(grads1[k], grads0[k], atol=1e-5), k
     # the same targets shifted by one layer: the term sees the difference (the test has power)
-    shifted = tb._replace(hidden=tb.hidden[1:] + tb.hidden[:1], scores=tb.scores[1:] + tb.scores[:1])
-    _, _, parts_shifted = D.distill_loss(student, sc, batch.ids, batch.mask, batch.token_type_ids,
-                                         batch.labels, shifted, with_term)
+    shifted = tb._replace(hidden=tb.hidden[1:] + tb.hidden[:1],
+                          scores=tb.scores[1:] + tb.scores[:1])
+    _, _, parts_shifted = _objective(student, sc, batch, shifted, with_term)
     assert parts_shifted[name] > 1e-2, (name, parts_shifted)
 
 
@@ -172,13 +178,12 @@ def test_student_loss_equals_the_mapped_pairs_end_to_end():
     computed here from independent forwards of both models."""
     from minibert.losses import attention_mse, hidden_mse
     params, config, sc, student, batch = _student_setup()
-    g = D.uniform_layer_map(2, 6)
-    settings = D.DistillSettings(0.5, 2.0, hidden_weight=1.0, attention_weight=1.0,
+    g = S.uniform_layer_map(2, 6)
+    settings = O.DistillSettings(0.5, 2.0, hidden_weight=1.0, attention_weight=1.0,
                                  layer_map=tuple(g))
     split = padded_split(np.random.default_rng(3), 6, 9, config.vocab_size)
-    cache = D.TeacherCache(params, config, split, settings, batch_size=4)
-    _, _, parts = D.distill_loss(student, sc, batch.ids, batch.mask, batch.token_type_ids,
-                                 batch.labels, cache.batch(batch), settings)
+    cache = TeacherCache(params, config, split, settings, batch_size=4)
+    _, _, parts = _objective(student, sc, batch, cache.batch(batch), settings)
     t_hidden, t_scores = reference_outputs(params, config, batch)
     s_hidden, s_scores = reference_outputs(student, sc, batch)
     want_h = sum(float(hidden_mse(s_hidden[j], t_hidden[g[j]], batch.mask)[0]) for j in range(3))

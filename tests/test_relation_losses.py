@@ -129,7 +129,7 @@ def test_identical_distributions_give_zero_loss_and_zero_gradient():
 
 
 def test_a_per_row_shift_of_the_logits_changes_nothing():
-    """softmax(z + c) = softmax(z): adding a constant to each student row keeps loss and gradient."""
+    """softmax(z + c) = softmax(z): a constant added to each student row keeps loss and grad."""
     rng = np.random.default_rng(5)
     mask = _mask()
     s, t = _scores(rng, mask), _scores(rng, mask)
@@ -216,7 +216,8 @@ def test_mean_is_over_heads_and_real_queries():
     mask = _mask()[1:2]                                         # 3 real of 5
     s, t = _scores(rng, mask), _scores(rng, mask)
     l1, _ = relation_kl(s, t, mask)
-    l2, _ = relation_kl(np.concatenate([s, s]), np.concatenate([t, t]), np.concatenate([mask, mask]))
+    l2, _ = relation_kl(np.concatenate([s, s]), np.concatenate([t, t]),
+                        np.concatenate([mask, mask]))
     assert abs(l1 - l2) <= CLOSED_TOL
 
 
