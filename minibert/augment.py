@@ -42,7 +42,8 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.model import BertConfig, bert_forward, classify_forward, mlm_forward
+from minibert.fast_model import bert_forward, classify_forward, mlm_forward
+from minibert.model import BertConfig
 from minibert.transfer_set import Augmented
 
 NEIGHBOUR_CHUNK = 512     # query rows per similarity product: (512, Vw) float32 ~ 60 MB for MiniLM

@@ -57,8 +57,10 @@ from minibert.allocator import is_tuned
 from minibert.errors import MinibertError
 from minibert.evaluate import median_time
 from minibert.losses import cross_entropy
-from minibert.model import BertConfig, classify_backward, classify_forward, count_params, init_params
-from minibert.optim import adamw_init, adamw_step
+from minibert.fast_model import classify_backward, classify_forward
+from minibert.fast_optim import adamw_step
+from minibert.model import BertConfig, count_params, init_params
+from minibert.optim import adamw_init
 from minibert.student import student_config
 
 NUM_LABELS = 3          # a 3-class head (negative / neutral / positive, like the default data)

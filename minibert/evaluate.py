@@ -73,7 +73,7 @@ def predict_logits(params, config, split, batch_size: int = 32) -> np.ndarray:
     Inputs: params, config (with a head), split (batches.EncodedSplit), batch_size.
     Returns: (N, C) float32.
     """
-    from minibert.model import classify_forward
+    from minibert.fast_model import classify_forward
     _check_head(config)
     logits = np.zeros((len(split.labels), config.num_labels), dtype=np.float32)   # (N,C)
     for idx in sorted_batches(split.lengths, batch_size):      # similar lengths: little padding
@@ -125,7 +125,7 @@ def median_time(fn, repeats, warmup=1):
 def measure_latency(params, config, split, batch_size: int = 32, repeats: int = 5) -> float:
     """Milliseconds per example of forward + head on the split's first `batch_size` examples
     (padded to their longest), median over `repeats` timings after one warm-up run."""
-    from minibert.model import classify_forward
+    from minibert.fast_model import classify_forward
     _check_head(config)
     b = make_batch(split, np.arange(min(batch_size, len(split.labels))))
     seconds, _ = median_time(lambda: classify_forward(params, config, b.ids, b.mask, b.token_type_ids,

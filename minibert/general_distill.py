@@ -29,7 +29,8 @@ import numpy as np
 
 from minibert.errors import MinibertError
 from minibert.losses import attention_mse, cosine_loss, cross_entropy, hidden_mse, soft_kl
-from minibert.model import BertConfig, add_grads, bert_backward, bert_forward, mlm_backward, mlm_forward
+from minibert.fast_model import bert_forward, mlm_forward
+from minibert.model import BertConfig, add_grads, bert_backward, mlm_backward
 
 PROJ_PREFIX = "distill.proj."        # the projections' names (as in task distillation)
 DISTILBERT_WEIGHTS = {"soft_mlm_weight": 5.0, "mlm_weight": 2.0, "cosine_weight": 1.0}

@@ -19,7 +19,8 @@ import numpy as np
 from minibert.batches import sorted_batches
 from minibert.errors import MinibertError
 from minibert.layers import softmax_forward
-from minibert.model import bert_forward, l2_normalize, mean_pool, mlm_forward
+from minibert.fast_model import bert_forward, mlm_forward
+from minibert.model import l2_normalize, mean_pool
 from minibert.progress import progress_bar
 
 EMBED_MAX_LENGTH = 256   # sentence-transformers' max_seq_length for all-MiniLM-L6-v2

@@ -16,6 +16,10 @@ are kept cheap: shapes and dtypes always; NaN/inf only on the data input `x` of 
 `layernorm_forward` (one `sum` over x: NaN and inf always reach the sum, and only when the sum is not
 finite do we look element by element). GELU, softmax and dropout only ever see outputs of those.
 bert_forward switches these scans off inside (`_skip_finite_checks`) and scans its output once.
+
+This is the reference: plain NumPy expressions, what the lessons teach and the exercises cut out.
+fast_layers.py holds the same erf and GELU computed block by block in the CPU cache (what the
+pipeline runs), tested equal to these in tests/test_fast.py.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 # Input checks shared by the core modules (attention.py and model.py use them too)
 
 
-def check_float(name, a, ndim=None):
+def check_float(name: str, a, ndim: int | None = None) -> np.ndarray:
     """Return `a` as an array; ValueError unless it is a floating-point array (of `ndim` axes)."""
     a = np.asarray(a)
     if a.dtype.kind != "f":
@@ -41,7 +45,7 @@ def check_float(name, a, ndim=None):
     return a
 
 
-def check_same_dtype(name, a, ref_name, ref):
+def check_same_dtype(name: str, a: np.ndarray, ref_name: str, ref: np.ndarray) -> None:
     """ValueError if `a` and `ref` differ in dtype (mixing them would silently promote to float64)."""
     if a.dtype != ref.dtype:
         raise ValueError(f"{name}: dtype {a.dtype} does not match {ref_name} dtype {ref.dtype} "
@@ -64,7 +68,7 @@ def _skip_finite_checks():
         _finite.skip = before
 
 
-def check_finite(name, a):
+def check_finite(name: str, a: np.ndarray) -> None:
     """ValueError if `a` holds NaN or inf, saying how many and where the first one is. Costs one
     reduction (a sum) when everything is finite."""
     if getattr(_finite, "skip", False):
@@ -81,7 +85,7 @@ def check_finite(name, a):
                          f"at index {first} = {a[first]}")
 
 
-def check_dout(name, dy, shape):
+def check_dout(name: str, dy: np.ndarray, shape) -> None:
     """ValueError unless the upstream gradient `dy` has the forward output's shape."""
     if dy.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)} (the forward output), got {dy.shape}")
@@ -96,7 +100,7 @@ class LinearCache(NamedTuple):
     W: np.ndarray   # (D, M)
 
 
-def linear_forward(x, W, b):
+def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, LinearCache]:
     """Affine map of the last axis: y = x @ W + b.
 
     Inputs: x of shape (N..., D); W of shape (D, M) (stored (in, out)); b of shape (M,); one float dtype.
@@ -116,7 +120,7 @@ def linear_forward(x, W, b):
     return y.reshape(*x.shape[:-1], M), LinearCache(x, W)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward of linear_forward.
 
     Inputs: dy of shape (N..., M), upstream gradient; cache from linear_forward.
@@ -143,7 +147,7 @@ class EmbeddingCache(NamedTuple):
     num_embeddings: int    # V, rows of the table
 
 
-def embedding_forward(ids, table):
+def embedding_forward(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
     """Look up one row of `table` per id.
 
     Inputs: ids, integer array of any shape (N...), usually (B, T), each in [0, V);
@@ -160,7 +164,7 @@ def embedding_forward(ids, table):
     return table[ids], EmbeddingCache(ids, V)       # (N...) -> (N..., H)
 
 
-def embedding_backward(dout, cache):
+def embedding_backward(dout: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
     """Backward of embedding_forward: scatter-add each row of dout into the row of its id.
 
     An id that appears k times receives the sum of its k upstream rows; rows never looked up get 0.
@@ -192,7 +196,8 @@ class LayerNormCache(NamedTuple):
     gamma: np.ndarray   # (H,)
 
 
-def layernorm_forward(x, gamma, beta, eps):
+def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      eps: float) -> tuple[np.ndarray, LayerNormCache]:
     """Normalise the last axis, then scale and shift: y = (x - mean) / sqrt(var + eps) * gamma + beta.
 
     The variance is the biased one (divide by H), as in BERT; BERT uses eps = 1e-12.
@@ -217,14 +222,14 @@ def layernorm_forward(x, gamma, beta, eps):
     var = np.einsum("...h,...h->...", xhat, xhat)[..., None]     # (N..., 1) sum of squares
     var *= inv_h                                                 # biased variance
     var += x.dtype.type(eps)
-    rstd = np.reciprocal(np.sqrt(var, out=var), out=var)         # (N..., 1)
+    rstd = x.dtype.type(1) / np.sqrt(var)                        # (N..., 1)
     xhat *= rstd                                                 # (N..., H) normalised
     y = xhat * gamma                                             # (N..., H) * (H,)
     y += beta
     return y, LayerNormCache(xhat, rstd, gamma)
 
 
-def layernorm_backward(dy, cache):
+def layernorm_backward(dy: np.ndarray, cache: LayerNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward of layernorm_forward.
 
     Inputs: dy of shape (N..., H); cache from layernorm_forward.
@@ -260,114 +265,47 @@ def layernorm_backward(dy, cache):
 # where R is a smooth function of u, approximated by a polynomial. The coefficients below are a
 # weighted least-squares fit (Chebyshev nodes in u, reweighted towards equal ripple) of
 # (1 - exp(z^2) erfc(z)) / u, computed once against 40-digit values; the weight exp(-z^2) u makes
-# the fitted quantity the absolute error of erf. Then erf(x) = sign(x) * (1 - erfc(|x|)).
+# the fitted quantity the absolute error of erf. Then
+#     erf(z) = 1 - erfc(z) = (1 - exp(-z^2)) + exp(-z^2) * u * R(u),   erf(-z) = -erf(z),
+# with 1 - exp(-z^2) computed as -expm1(-z^2), accurate even where it is tiny (small z).
 # Max absolute error of the fit: 1.6e-9 for the float32 set, 3.7e-16 for the float64 set, so in
 # float32 the result is as good as float32 rounding (and NumPy's float32 exp) allows: 1.3e-7.
 # erf(0) == 0 exactly (u = 0 there), erf(+-inf) == +-1 (u = 2, exp(-inf) = 0), NaN stays NaN.
-_ERF_P32, _ERF_R32 = 0.375, (
+ERF_P32, ERF_R32 = 0.375, (
     1.5045053958892822, -1.0255191326141357, 0.38140010833740234, -0.05049240216612816,
     -0.013635626994073391, 0.0046703508123755455)
-_ERF_P64, _ERF_R64 = 0.3125, (
+ERF_P64, ERF_R64 = 0.3125, (
     1.8054066673527833, -1.6572966663208226, 0.9725790457032273, -0.34928309685721665,
     0.056255809448441114, 0.007692671201385554, -0.004048465560782437, -0.000321637976279368,
     0.0002694932906722717, 3.827431303984888e-05, -1.4689189344657752e-05, -7.955218353298451e-06,
     2.4530040954360405e-06)
 
-# erf takes ~20 elementwise passes. Run on whole (B,T,I) arrays, each pass streams megabytes
-# through memory and every temporary is a fresh allocation; run on blocks of 64K elements, the
-# block and its two scratch buffers (256 KB each in float32) stay in the CPU cache. Measured on
-# (2048, 1536) float32: ~1.5x faster.
-_BLOCK = 1 << 16
 
+def erf(x) -> np.ndarray:
+    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, elementwise.
 
-# np.copysign is not vectorised (as slow as np.exp); for out >= 0, copying x's sign is one OR of the
-# sign bit, on the same memory viewed as unsigned integers: two integer passes, ~3x faster.
-_SIGN_BITS = {4: (np.uint32, np.uint32(1 << 31)), 8: (np.uint64, np.uint64(1 << 63))}
-
-
-def _copysign_nonneg(out, x, scratch):
-    """out = copysign(out, x) in place, for out >= 0 (or NaN); 1-D contiguous blocks, scratch too."""
-    if out.dtype.itemsize not in _SIGN_BITS:
-        np.copysign(out, x, out=out)
-        return
-    uint, bit = _SIGN_BITS[out.dtype.itemsize]
-    sign = np.bitwise_and(x.view(uint), bit, out=scratch.view(uint))   # x's sign bit alone
-    np.bitwise_or(out.view(uint), sign, out=out.view(uint))
-
-
-def _erf_block(x, scale, out, u, e, p, coeffs, dt):
-    """erf(z) into out and exp(-z^2) into e, z = scale * x (scale > 0), for 1-D blocks of one length;
-    u is scratch."""
-    np.square(x, out=e)
-    e *= dt(-scale * scale)
-    np.exp(e, out=e)                                       # exp(-z^2)
-    np.abs(x, out=u)
-    u *= dt(p * scale)                                     # p z, z = |scale x|
-    np.divide(dt(1), u, out=u)                             # 1 / (p z): inf at z = 0, 0 at z = inf
-    u += dt(1)
-    np.divide(dt(2), u, out=u)                             # u = 2 / (1 + 1/(p z)) in [0, 2]
-    np.multiply(u, dt(coeffs[-1]), out=out)                # Horner: R(u)
-    for c in coeffs[-2:0:-1]:
-        out += dt(c)
-        out *= u
-    out += dt(coeffs[0])
-    out *= u                                               # u R(u)
-    out *= e
-    np.subtract(dt(1), e, out=u)                           # 1 - exp(-z^2), exact while |z| < 0.83
-    out += u                                               # erf(|z|) = 1 - exp(-z^2) (1 - u R(u))
-    _copysign_nonneg(out, x, u)                            # erf is odd (and z has the sign of x)
-
-
-def _erf_blocks(x, scale, out, finish=None):
-    """erf(scale * x) for float32/64 x, run block by block (_BLOCK elements, in the CPU cache).
-
-    out: array of x's size to receive erf, or None to keep each block in a reused scratch block
-    (for callers that only need what `finish` makes of it). finish(x_block, erf_block, i, j), if
-    given, runs on each block right after erf, while both are still in the cache."""
-    p, coeffs = (_ERF_P32, _ERF_R32) if x.dtype.itemsize == 4 else (_ERF_P64, _ERF_R64)
-    dt = x.dtype.type
-    flat = x.reshape(-1)
-    n = min(_BLOCK, flat.size)
-    u, e = np.empty(n, dtype=x.dtype), np.empty(n, dtype=x.dtype)   # scratch for every block
-    scratch = np.empty(n, dtype=x.dtype) if out is None else None
-    with np.errstate(divide="ignore", over="ignore"):      # 1/0 = inf and inf^2 are intended
-        for i in range(0, flat.size, _BLOCK):
-            j = min(i + _BLOCK, flat.size)
-            o = scratch[:j - i] if out is None else out[i:j]
-            _erf_block(flat[i:j], scale, o, u[:j - i], e[:j - i], p, coeffs, dt)
-            if finish is not None:
-                finish(flat[i:j], o, i, j)
-
-
-def erf_scaled(x, scale=1.0):
-    """erf(z) for z = scale * x, elementwise (GELU needs erf(x / sqrt 2)).
-
-    Inputs: x, array of any shape (float input keeps its dtype, other input becomes float64);
-            scale > 0.
-    Returns: a fresh array of x's shape and dtype.
+    Max error against math.erf on the tests' grid: 1.3e-7 absolute in float32 (about 2 float32
+    ulps: float32 exp's own error); in float64 a few 1e-16 relative, down to tiny x.
+    Float input keeps its dtype (float16 is computed in float32); other input becomes float64.
+    Inputs: x, array of any shape. Returns: an array of the same shape and dtype, fresh.
     """
     x = np.asarray(x)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
-    if not scale > 0:
-        raise ValueError(f"scale: expected a positive number, got {scale}")
-    if x.dtype.itemsize < 4:                               # float16: compute in float32
-        return erf_scaled(x.astype(np.float32), scale).astype(x.dtype)
-    out = np.empty(x.size, dtype=x.dtype)
-    _erf_blocks(x, scale, out)
-    return out.reshape(x.shape)
-
-
-def erf(x):
-    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, elementwise.
-
-    Max absolute error against math.erf on the tests' dense grid: 1.3e-7 in float32 (about 2 float32
-    ulps: float32 exp's own error) and 4.4e-16 in float64 (the tests allow 1.5e-7 and 2e-15).
-    Float input keeps its dtype; other input is computed in float64.
-    Inputs: x, array of any shape. Returns: an array of the same shape and dtype, fresh.
-    """
-    y = erf_scaled(x)
-    return y if np.ndim(x) else y[()]
+    if x.dtype.itemsize < 4:
+        return erf(x.astype(np.float32)).astype(x.dtype)
+    p, coeffs = (ERF_P32, ERF_R32) if x.dtype.itemsize == 4 else (ERF_P64, ERF_R64)
+    dt = x.dtype.type
+    z = np.abs(x)
+    with np.errstate(divide="ignore", over="ignore"):          # 1/0 = inf and inf^2 are intended
+        u = dt(2) / (dt(1) + dt(1) / (dt(p) * z))              # in [0, 2]: 0 at z = 0, 2 at z = inf
+        z2 = z * z
+    r = dt(coeffs[-1])                                         # Horner: R(u)
+    for c in coeffs[-2::-1]:
+        r = r * u + dt(c)
+    y = -np.expm1(-z2) + np.exp(-z2) * u * r                   # erf(z), z = |x|
+    y = np.copysign(y, x)                                      # erf is odd
+    return y if y.ndim else y[()]
 
 
 class GeluCache(NamedTuple):
@@ -380,46 +318,24 @@ _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _gelu(x, keep_cdf):
-    """y = x * Phi(x) for float x; Phi(x) too when keep_cdf (else None). Runs erf's blocks and
-    finishes each (Phi, then y) while it is still in the CPU cache; without keep_cdf Phi never
-    leaves it (one (N..., I) array less to write: ~13% of GELU's time on the teacher's FFN)."""
-    dt = x.dtype.type
-    if x.dtype.itemsize < 4:                                   # float16: erf computes in float32
-        cdf = erf_scaled(x, _SQRT_HALF)
-        cdf += dt(1)
-        cdf *= dt(0.5)
-        return x * cdf, cdf if keep_cdf else None
-    y = np.empty(x.size, dtype=x.dtype)
-    cdf = np.empty(x.size, dtype=x.dtype) if keep_cdf else None
-
-    def finish(xb, c, i, j):                                   # c = erf(x / sqrt 2) of this block
-        c += dt(1)
-        c *= dt(0.5)                                           # Phi(x) = 0.5 * (1 + erf(x / sqrt 2))
-        np.multiply(xb, c, out=y[i:j])                         # y = x * Phi(x)
-    _erf_blocks(x, _SQRT_HALF, cdf, finish)
-    return y.reshape(x.shape), cdf.reshape(x.shape) if keep_cdf else None
-
-
-def gelu_forward(x):
+def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, GeluCache]:
     """The exact GELU: y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))) (not the tanh approximation).
 
     Inputs: x, float array of any shape. Returns a tuple of: y (same shape and dtype); cache (GeluCache).
     """
     x = check_float("x", x)
-    y, cdf = _gelu(x, keep_cdf=True)
-    return y, GeluCache(x, cdf)
+    dt = x.dtype.type
+    cdf = dt(0.5) * (dt(1) + erf(x * dt(_SQRT_HALF)))         # Phi(x), the standard normal CDF
+    return x * cdf, GeluCache(x, cdf)
 
 
-def gelu(x):
-    """The same exact GELU for inference: y only, no cache (gelu_forward keeps Phi(x) for the backward).
-
-    Inputs: x, float array of any shape. Returns: y (same shape and dtype), bit-identical to gelu_forward's.
-    """
-    return _gelu(check_float("x", x), keep_cdf=False)[0]
+def gelu(x: np.ndarray) -> np.ndarray:
+    """The same exact GELU for inference: y only, no cache. Inputs: x, float array.
+    Returns: y (same shape and dtype), equal to gelu_forward(x)[0]."""
+    return gelu_forward(x)[0]
 
 
-def gelu_backward(dy, cache):
+def gelu_backward(dy: np.ndarray, cache: GeluCache) -> np.ndarray:
     """Backward of gelu_forward: dx = dy * (Phi(x) + x * phi(x)), phi the standard normal density.
 
     Inputs: dy (same shape as x); cache from gelu_forward.
@@ -429,14 +345,11 @@ def gelu_backward(dy, cache):
     check_dout("dy", dy, x.shape)
     # BEGIN EXERCISE gelu_backward
     dt = x.dtype.type
-    pdf = np.square(x)                   # phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-    pdf *= dt(-0.5)
-    np.exp(pdf, out=pdf)
-    pdf *= dt(_INV_SQRT_2PI)
+    # phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the standard normal density
+    pdf = np.exp(dt(-0.5) * np.square(x)) * dt(_INV_SQRT_2PI)
     pdf *= x                             # x * phi(x)
-    dx = pdf
-    dx += cdf                            # d gelu / dx = Phi(x) + x * phi(x), Phi(x) from the cache
-    dx *= dy
+    # d gelu / dx = Phi(x) + x * phi(x), Phi(x) from the cache
+    dx = dy * (cdf + pdf)
     # END EXERCISE gelu_backward
     return dx
 
@@ -449,7 +362,8 @@ class DropoutCache(NamedTuple):
     mask: np.ndarray | None   # (N...) 0 or 1/(1-p) ("inverted dropout", pre-scaled); None = inactive
 
 
-def dropout_forward(x, p, rng, copy=True):
+def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None,
+                    copy: bool = True) -> tuple[np.ndarray, DropoutCache]:
     """Inverted dropout: zero each entry with probability p, scale the survivors by 1/(1-p).
 
     Inputs: x, float array; p in [0, 1); rng, np.random.Generator, or None for eval mode;
@@ -466,14 +380,12 @@ def dropout_forward(x, p, rng, copy=True):
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a numpy.random.Generator or None, got {type(rng).__name__}")
     dt = x.dtype.type if x.dtype in (np.float32, np.float64) else np.float64
-    mask = rng.random(x.shape, dtype=dt)                 # uniform [0, 1)
-    np.greater_equal(mask, dt(p), out=mask)              # 1.0 keep / 0.0 drop, in place
-    mask *= dt(1.0 / (1.0 - p))
-    mask = mask.astype(x.dtype, copy=False)
+    keep = rng.random(x.shape, dtype=dt) >= dt(p)        # uniform [0, 1): True with probability 1-p
+    mask = (keep * dt(1.0 / (1.0 - p))).astype(x.dtype, copy=False)   # 0 or 1/(1-p)
     return x * mask, DropoutCache(mask)
 
 
-def dropout_backward(dy, cache):
+def dropout_backward(dy: np.ndarray, cache: DropoutCache) -> np.ndarray:
     """Backward of dropout_forward: dx = dy * mask (a copy of dy when inactive).
 
     Inputs: dy; cache from dropout_forward. Returns: dx, fresh.
@@ -492,19 +404,18 @@ class SoftmaxCache(NamedTuple):
     y: np.ndarray   # (N..., K) the output probabilities
 
 
-def softmax_forward(x):
+def softmax_forward(x: np.ndarray) -> tuple[np.ndarray, SoftmaxCache]:
     """Softmax over the last axis, computed as exp(x - max) / sum so that it never overflows.
 
     Inputs: x of shape (N..., K). Returns a tuple of: y (N..., K), rows summing to 1; cache.
     """
     x = check_float("x", x)
-    y = x - x.max(axis=-1, keepdims=True)   # (N..., K) <= 0
-    np.exp(y, out=y)
+    y = np.exp(x - x.max(axis=-1, keepdims=True))   # (N..., K) in (0, 1]: never overflows
     y /= np.einsum("...k->...", y)[..., None]   # (N..., K) / (N..., 1) row sums (einsum: faster than .sum here)
     return y, SoftmaxCache(y)
 
 
-def softmax_backward(dy, cache):
+def softmax_backward(dy: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
     """Backward of softmax_forward: dx = y * (dy - sum(dy * y)) over the last axis.
 
     Inputs: dy of shape (N..., K); cache from softmax_forward. Returns: dx, fresh.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import check_finite, check_float
+from minibert.layers import check_finite, check_float
 
 __all__ = [
     "cross_entropy",

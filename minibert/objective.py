@@ -21,7 +21,8 @@ import numpy as np
 
 from minibert.errors import MinibertError
 from minibert.losses import attention_mse, cosine_loss, distillation_loss, hidden_mse
-from minibert.model import BertConfig, classify_backward, classify_forward
+from minibert.fast_model import classify_backward, classify_forward
+from minibert.model import BertConfig
 from minibert.student import PROJ_PREFIX, strip_projections
 
 

@@ -7,10 +7,8 @@ The optimizer state is data, not an object with hidden behaviour: `AdamWState(st
 `state_to_arrays` / `state_from_arrays` turn it into a flat dict of arrays (for a
 safetensors checkpoint) and back, bit for bit, so an interrupted run resumes exactly.
 
-Speed: the word-embedding table is updated every step (its gradient is dense after the
-backward pass), so the update runs as in-place ufuncs with `out=` and a single reused
-scratch buffer: no float64 and no full-size temporaries. NumPy cannot fuse the ~14
-elementwise passes, so each parameter is updated in cache-sized blocks (see _blocks).
+adamw_step here is the plain update a student writes; fast_optim.adamw_step is the same update in
+cache-sized blocks with in-place ufuncs (what the training loop runs), tested equal to this one.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ __all__ = [
 _NO_DECAY_LEAVES = {"b", "bias", "gamma", "beta"}
 
 
-def no_decay(name):
+def no_decay(name: str) -> bool:
     """True when parameter `name` is exempt from weight decay.
 
     Biases and LayerNorm gain/shift are not decayed (as in BERT's original recipe): pulling
@@ -50,8 +48,8 @@ def no_decay(name):
 class AdamWState:
     """step: number of updates done so far; m, v: first and second moment per parameter.
 
-    `scratch` is workspace, not state: one reusable buffer per dtype (one block long, see
-    _blocks), so a step allocates nothing. It is never saved.
+    `scratch` is workspace, not state: fast_optim.adamw_step keeps one reusable buffer per dtype
+    there, so its step allocates nothing. It is never saved.
     """
     step: int = 0
     m: dict = field(default_factory=dict)
@@ -59,34 +57,7 @@ class AdamWState:
     scratch: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-# Parameters are updated in flat blocks of at most _BLOCK entries. Each update is ~14 elementwise
-# passes; over the whole 30522x384 word table every pass would stream 47 MB through memory, while
-# the five arrays of one block (1 MB each in float32) stay in the CPU cache for all 14.
-# Measured, teacher-sized step (22.7M parameters, float32, one core): 57 ms whole, 41 ms blocked.
-_BLOCK = 1 << 18
-
-
-def _blocks(state, *arrays):
-    """Yield (*flat views of one block of each array, scratch of the same length), block by block.
-
-    The arrays share one shape; the views write through to them. The scratch is a view into
-    state.scratch (one buffer per dtype, reused by every step: contents undefined). An array
-    that is not C-contiguous (no flat view of it exists) makes one whole-array block instead.
-    """
-    if not all(a.flags.c_contiguous for a in arrays):
-        yield (*arrays, np.empty_like(arrays[0]))
-        return
-    flats = [a.reshape(-1) for a in arrays]
-    n = flats[0].size
-    buf = state.scratch.get(flats[0].dtype)
-    if buf is None or buf.size < min(n, _BLOCK):
-        buf = state.scratch[flats[0].dtype] = np.empty(min(max(n, 1), _BLOCK), dtype=flats[0].dtype)
-    for i in range(0, n, _BLOCK):
-        j = min(i + _BLOCK, n)
-        yield (*(f[i:j] for f in flats), buf[:j - i])
-
-
-def adamw_init(params):
+def adamw_init(params: dict[str, np.ndarray]) -> AdamWState:
     """A fresh AdamW state: step 0 and zero moments shaped (and typed) like each parameter.
 
     Inputs:
@@ -114,7 +85,8 @@ def check_state(state, params) -> None:
                                  f"{d[name].dtype}, parameter has {p.shape} {p.dtype}")
 
 
-def _check_step_inputs(params, grads, state, lr, beta1, beta2, eps, weight_decay):
+def check_step_inputs(params, grads, state, lr, beta1, beta2, eps, weight_decay) -> None:
+    """ValueError unless grads and state fit params and the hyper-parameters are valid."""
     if set(grads) != set(params):
         raise ValueError("grads must have exactly the keys of params: missing grads "
                          f"{sorted(set(params) - set(grads))[:5]}, unknown grads "
@@ -133,56 +105,50 @@ def _check_step_inputs(params, grads, state, lr, beta1, beta2, eps, weight_decay
                              f"weight_decay >= 0)")
 
 
-def adamw_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+def adamw_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], state: AdamWState,
+               lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.01) -> None:
     """One AdamW update (Loshchilov & Hutter), in place on params and state.
 
     For each parameter p with gradient g, at step t = state.step + 1:
         p <- p * (1 - lr*wd)                  decoupled decay (skipped when no_decay(name))
         m <- beta1*m + (1 - beta1)*g
         v <- beta2*v + (1 - beta2)*g^2
-        p <- p - lr/(1 - beta1^t) * m / (sqrt(v)/sqrt(1 - beta2^t) + eps)
+        p <- p - lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m/(1 - beta1^t), v_hat = v/(1 - beta2^t)
     "Decoupled": the decay shrinks the weights directly instead of being added to g, where
     Adam's per-coordinate scaling would weaken it for parameters with large gradients.
     The bias corrections undo the zero initialisation of m and v (without them the first
-    steps would be tiny). The same formula as torch.optim.AdamW, which orders the operations
-    differently (lerp for m, a division by sqrt(1 - beta2^t)); test_optim compares the two.
+    steps would be tiny). The same formula as torch.optim.AdamW; test_optim compares the two.
 
     Inputs:
     - params, grads: dicts with identical keys; grads[k] has params[k]'s shape and dtype
     - state: AdamWState from adamw_init (or state_from_arrays)
     - lr, beta1, beta2, eps, weight_decay: floats
-    Returns None (params, state.m, state.v, state.step are updated; grads are not modified).
+    Returns None (params are updated in place, state.m / state.v entries replaced, state.step
+    incremented; grads are not modified).
     """
-    _check_step_inputs(params, grads, state, lr, beta1, beta2, eps, weight_decay)
+    check_step_inputs(params, grads, state, lr, beta1, beta2, eps, weight_decay)
     # BEGIN EXERCISE adamw_step
     state.step += 1
     t = state.step
-    step_size = lr / (1.0 - beta1 ** t)                     # bias correction of m folded into lr
-    inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2 ** t)        # bias correction of v
     for name in params:
+        p, g = params[name], grads[name]
+        c = p.dtype.type                                    # scalars in the parameter's dtype
         decay = weight_decay != 0 and not no_decay(name)
-        # p, g, m, v: flat views of one block of this parameter (updated in place); tmp: scratch
-        for p, g, m, v, tmp in _blocks(state, params[name], grads[name], state.m[name], state.v[name]):
-            c = p.dtype.type                                # scalars in the parameter's dtype
-            if decay:
-                p *= c(1.0 - lr * weight_decay)             # decoupled weight decay
-            m *= c(beta1)                                   # m = beta1*m + (1-beta1)*g
-            np.multiply(g, c(1.0 - beta1), out=tmp)
-            m += tmp
-            v *= c(beta2)                                   # v = beta2*v + (1-beta2)*g*g
-            np.multiply(g, g, out=tmp)
-            tmp *= c(1.0 - beta2)
-            v += tmp
-            np.sqrt(v, out=tmp)                             # denom = sqrt(v)/sqrt(bc2) + eps
-            tmp *= c(inv_sqrt_bc2)
-            tmp += c(eps)
-            np.divide(m, tmp, out=tmp)                      # update direction m / denom
-            tmp *= c(-step_size)
-            p += tmp
+        if decay:
+            p *= c(1.0 - lr * weight_decay)                 # decoupled weight decay, in place
+        # the moments: exponential moving averages of g and g^2
+        m = c(beta1) * state.m[name] + c(1.0 - beta1) * g
+        v = c(beta2) * state.v[name] + c(1.0 - beta2) * g * g
+        state.m[name], state.v[name] = m, v
+        # bias-corrected moments, then the step (in place on the parameter)
+        m_hat = m / c(1.0 - beta1 ** t)
+        v_hat = v / c(1.0 - beta2 ** t)
+        p -= c(lr) * m_hat / (np.sqrt(v_hat) + c(eps))
     # END EXERCISE adamw_step
 
 
-def state_to_arrays(state):
+def state_to_arrays(state: AdamWState) -> dict[str, np.ndarray]:
     """Flatten an AdamWState into {"step": int64 (1,), "m.<name>": m, "v.<name>": v}.
 
     The moment arrays are returned as they are (no copy, no dtype change), so saving them
@@ -195,7 +161,7 @@ def state_to_arrays(state):
     return out
 
 
-def state_from_arrays(arrays, params=None):
+def state_from_arrays(arrays: dict[str, np.ndarray], params: dict | None = None) -> AdamWState:
     """Inverse of state_to_arrays. With `params`, also checks every name, shape and dtype.
 
     Inputs:
@@ -216,7 +182,7 @@ def state_from_arrays(arrays, params=None):
     return state
 
 
-def linear_schedule(step, total_steps, warmup_steps, peak_lr):
+def linear_schedule(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Learning rate at `step`: linear warm-up from 0 to peak_lr, then linear decay to 0.
 
     lr(step) = peak_lr * step / warmup_steps                               for step < warmup_steps
@@ -243,7 +209,7 @@ def linear_schedule(step, total_steps, warmup_steps, peak_lr):
     return float(peak_lr) * max(0.0, (total_steps - step) / (total_steps - warmup_steps))
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients together so that their global L2 norm is at most max_norm.
 
     The norm is taken over every gradient at once (sqrt of the sum of all squares), so the

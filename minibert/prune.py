@@ -133,7 +133,7 @@ def head_importance(params: dict, config, batches, normalize: bool = True,
     Returns: a list of L float64 arrays (nh_i,), one score per head.
     MinibertError when there are no batches or the model has no classifier."""
     from minibert.losses import cross_entropy
-    from minibert.model import classify_backward, classify_forward
+    from minibert.fast_model import classify_backward, classify_forward
 
     if config.num_labels < 1:
         raise MinibertError("head importance needs a classifier (config.num_labels is 0): "

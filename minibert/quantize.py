@@ -247,7 +247,7 @@ def calibrate(params: dict, config, batches, percentile: float = 100.0) -> dict[
             percentile of |x| taken as the clipping point (100 = the max).
     Returns: {linear name: scale = clip point / 127}, names as linear_inputs(config).
     MinibertError when there is no batch (calibration data with no rows)."""
-    from minibert.model import bert_forward
+    from minibert.fast_model import bert_forward
 
     names = linear_inputs(config)
     seen: dict[str, list] = {n: [] for n in names}

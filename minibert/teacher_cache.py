@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from minibert.batches import make_batch, sorted_batches
-from minibert.model import BertConfig, classify_forward
+from minibert.fast_model import classify_forward
+from minibert.model import BertConfig
 from minibert.objective import DistillSettings, TeacherBatch
 from minibert.progress import progress_bar
 

@@ -33,7 +33,8 @@ from minibert.batches import EncodedSplit, encode_examples, epoch_rngs, train_ba
 from minibert.checkpoints import CHECKPOINT_NAME, save_checkpoint, start_or_resume
 from minibert.errors import DataError, MinibertError, TrainingDiverged
 from minibert.files import atomic_write_json
-from minibert.optim import adamw_step, clip_grad_norm, linear_schedule
+from minibert.fast_optim import adamw_step
+from minibert.optim import clip_grad_norm, linear_schedule
 from minibert.progress import progress_bar
 
 
@@ -247,7 +248,7 @@ def _print_epoch(record: dict, tcfg: TrainConfig, improved: bool) -> None:
 def make_classify_step(config) -> Callable:
     """step_fn for plain fine-tuning: cross-entropy on the classifier's logits."""
     from minibert.losses import cross_entropy
-    from minibert.model import classify_backward, classify_forward
+    from minibert.fast_model import classify_backward, classify_forward
 
     def step(params, batch, rng):
         logits, _, cache = classify_forward(params, config, batch.ids, batch.mask,

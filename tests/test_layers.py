@@ -18,7 +18,6 @@ from minibert.layers import (
     embedding_backward,
     embedding_forward,
     erf,
-    gelu,
     gelu_backward,
     gelu_forward,
     layernorm_backward,
@@ -117,6 +116,19 @@ def test_erf_matches_math_erf_on_a_dense_grid(dtype, tol):
     assert err.max() <= tol
 
 
+def test_erf_float64_is_accurate_relative_to_its_value_down_to_tiny_x():
+    # Near 0, erf(x) ~ 1.13 x: an absolute error bound says nothing there. 1 - exp(-z^2) is
+    # computed as -expm1(-z^2), so the relative error stays small from 1e-300 to 6: measured
+    # 2.1e-14, at tiny x, where erf = 2x/sqrt(pi) rests on the fit's constant term R(0), which
+    # matches 1/(p sqrt(pi)) to 2e-14 (allowed 1e-13).
+    x = np.concatenate([np.geomspace(1e-300, 6, 4000), np.linspace(1e-3, 6, 6001)])
+    x = np.concatenate([x, -x])
+    ref = np.array([math.erf(v) for v in x])
+    rel = np.abs(erf(x) - ref) / np.abs(ref)
+    print(f"erf float64: max relative error {rel.max():.1e} at x = {x[rel.argmax()]!r}")
+    assert rel.max() <= 1e-13
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_erf_special_values_and_symmetry(dtype):
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=dtype)
@@ -141,15 +153,6 @@ def test_gelu_is_the_exact_erf_gelu():
     # and it is not the tanh approximation, which differs by up to ~5e-4 around |x| ~ 2
     tanh_gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
     assert np.max(np.abs(y - tanh_gelu)) > 1e-4
-
-
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_inference_gelu_is_bit_identical_to_gelu_forward(dtype):
-    # 200,003 elements: three full erf blocks and a ragged last one
-    x = (np.random.default_rng(9).standard_normal((7, 28_573)) * 3).astype(dtype)
-    y = gelu(x)
-    assert y.dtype == dtype and y.shape == x.shape
-    np.testing.assert_array_equal(y, gelu_forward(x)[0])
 
 
 # ----------------------------------------------------------------------------- other properties

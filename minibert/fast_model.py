@@ -1,0 +1,139 @@
+"""What the pipeline runs: model.py's BERT with the fast kernels, and a packed path for inference.
+
+Shape legend: B batch, T tokens, H hidden, nh heads, N real (unpadded) tokens of a batch.
+
+    bert_forward(...)      = model.bert_forward(..., fast=True), except in inference on a padded
+                             batch (keep_cache=False, rng=None, some mask 0): the packed path below
+    classify_forward(...)  = that, then heads.classifier_forward (as model.classify_forward)
+    classify_backward      = model.classify_backward (the caches remember fast=True)
+    mlm_forward(...)       = heads.mlm_forward(..., fast=True)
+
+The packed path: everything except the attention core works token by token, so it runs on the N real
+tokens packed into rows (N,H), sequence after sequence, and the attention core runs per sequence on
+its own rows (fast_attention.attention_packed): the padded path's arithmetic for every real token (up
+to matmul rounding) without the padding's work. Its outputs are ZERO at padded positions (the padded
+path's are finite and meaningless there). tests/test_fast.py holds both equal on padded batches.
+
+Student and teacher go through the same code: training (fine-tuning the teacher, distilling the
+student) runs bert_forward with caches, the padded path with fast kernels; inference (evaluation,
+prediction, the teacher's cached outputs, embeddings) runs it without, the packed path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minibert import model
+from minibert.attention import MASK_NEG
+from minibert.config import BertConfig, check_inputs, check_params
+from minibert.fast_attention import attention_packed
+from minibert.fast_layers import gelu
+from minibert.heads import MLMCache, classifier_forward, mlm_forward as _mlm_forward
+from minibert.layers import _skip_finite_checks, check_finite, layernorm_forward, linear_forward
+from minibert.model import BertCache, BertOutput, ClassifyCache, classify_backward  # noqa: F401
+
+__all__ = ["bert_forward", "classify_forward", "classify_backward", "mlm_forward"]
+
+
+def bert_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.ndarray | None = None,
+                 token_type_ids: np.ndarray | None = None, rng: np.random.Generator | None = None,
+                 output_hidden: bool = False, output_attentions: bool = False,
+                 keep_cache: bool = True) -> tuple[BertOutput, BertCache | None]:
+    """model.bert_forward with fast=True; inference on a padded batch takes the packed path.
+
+    Inputs and Returns: as model.bert_forward. With keep_cache=False and rng=None and some padding,
+    last / hidden_states are exactly 0 at padded positions, attentions 0 and scores MASK_NEG
+    wherever the query or the key is padding."""
+    if not keep_cache and rng is None:
+        check_params(params, config)                               # model.bert_forward's checks, in its order
+        ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
+        if not mask.all():
+            return _bert_forward_packed(params, config, ids, mask, token_type_ids,
+                                        output_hidden, output_attentions), None
+    return model.bert_forward(params, config, ids, mask, token_type_ids, rng, output_hidden,
+                              output_attentions, keep_cache, fast=True)
+
+
+def classify_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.ndarray | None,
+                     token_type_ids: np.ndarray | None = None, rng: np.random.Generator | None = None,
+                     output_hidden: bool = False, output_attentions: bool = False,
+                     keep_cache: bool = True):
+    """bert_forward (above) then heads.classifier_forward, as model.classify_forward.
+    Returns: logits (B,C), BertOutput, cache (None when keep_cache is False)."""
+    out, bert_cache = bert_forward(params, config, ids, mask, token_type_ids, rng,
+                                   output_hidden, output_attentions, keep_cache)
+    logits, head_cache = classifier_forward(params, config, out.last, rng)   # (B,T,H) -> (B,C)
+    if not keep_cache:
+        return logits, out, None
+    return logits, out, ClassifyCache(bert_cache, head_cache)
+
+
+def mlm_forward(params: dict, config: BertConfig, last: np.ndarray) -> tuple[np.ndarray, MLMCache]:
+    """heads.mlm_forward with fast=True. Inputs: last (B,T,H). Returns: logits (B,T,V), cache."""
+    return _mlm_forward(params, config, last, fast=True)
+
+
+def _scatter(rows, idx, B, T):
+    """Put packed rows back on the (B,T) grid. Inputs: rows (N,D), idx (N,) flat positions.
+    Returns: (B,T,D), zero at every position not in idx."""
+    out = np.zeros((B * T, rows.shape[1]), dtype=rows.dtype)       # (B*T,D)
+    out[idx] = rows
+    return out.reshape(B, T, -1)                                   # (B*T,D) -> (B,T,D)
+
+
+def _attention_grid(blocks, idx, starts, B, T, fill):
+    """Per-sequence (nh,n_b,n_b) attention blocks back on the padded (B,nh,T,T) grid, `fill`
+    wherever the query or the key is padding."""
+    nh = blocks[0].shape[0]
+    grid = np.full((B, nh, T, T), fill, dtype=blocks[0].dtype)     # (B,nh,T,T)
+    for b, block in enumerate(blocks):
+        pos = idx[starts[b]:starts[b + 1]] - b * T                 # (n_b,) real positions of sequence b
+        grid[b][:, pos[:, None], pos[None, :]] = block             # (nh,n_b,n_b) -> real (query, key) pairs
+    return grid
+
+
+def _bert_forward_packed(params, config, ids, mask, token_type_ids, output_hidden, output_attentions):
+    """model.bert_forward for inference (eval mode, no caches) that never touches the padding.
+
+    Everything except the attention core works token by token, so it runs on the N real tokens
+    packed into rows (N,H), sequence after sequence; the attention core runs per sequence on its
+    own rows (fast_attention.attention_packed). The same arithmetic as the padded path for every real token (up
+    to matmul rounding), without the padding's work; the outputs are ZERO at padded positions.
+    attentions / scores, if asked for, are put back on the (B,nh,T,T) grid: probs 0 and scores
+    MASK_NEG wherever the query or the key is padding.
+    Inputs: as model.bert_forward (checked).
+    Returns: BertOutput with last / hidden_states (B,T,H) and attentions / scores (B,nh,T,T)."""
+    B, T = ids.shape
+    H, nh, eps = config.hidden_size, config.num_heads, config.layer_norm_eps
+    idx = np.flatnonzero(mask.reshape(-1))                         # (N,) flat positions of real tokens
+    starts = np.searchsorted(idx, np.arange(B + 1) * T)            # (B+1,) sequence b = rows starts[b]:starts[b+1]
+    x = params["embeddings.word"][ids.reshape(-1)[idx]]            # (N,H)
+    x += params["embeddings.token_type"][token_type_ids.reshape(-1)[idx]]   # (N,H)
+    x += params["embeddings.position"][idx % T]                    # (N,H): position = column
+    with _skip_finite_checks():
+        h, _ = layernorm_forward(x, params["embeddings.ln.gamma"], params["embeddings.ln.beta"], eps)
+        hidden = [h] if output_hidden else None
+        attentions = [] if output_attentions else None
+        scores_all = [] if output_attentions else None
+        for i in range(config.num_layers):
+            p = f"encoder.{i}."
+            qkv, _ = linear_forward(h, params[p + "attn.qkv.W"], params[p + "attn.qkv.b"])  # (N,H) -> (N,3H)
+            ctx, scores, probs = attention_packed(qkv, starts, nh, keep_probs=output_attentions)  # (N,H)
+            a, _ = linear_forward(ctx, params[p + "attn.out.W"], params[p + "attn.out.b"])  # (N,H)
+            a += h                                                 # residual
+            x1, _ = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"], eps)
+            f, _ = linear_forward(x1, params[p + "ffn.in.W"], params[p + "ffn.in.b"])   # (N,H) -> (N,I)
+            f = gelu(f)                                            # (N,I)
+            f, _ = linear_forward(f, params[p + "ffn.out.W"], params[p + "ffn.out.b"])  # (N,I) -> (N,H)
+            f += x1                                                # residual
+            h, _ = layernorm_forward(f, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"], eps)  # (N,H)
+            if output_hidden:
+                hidden.append(h)
+            if output_attentions:
+                attentions.append(_attention_grid(probs, idx, starts, B, T, 0))
+                scores_all.append(_attention_grid(scores, idx, starts, B, T, MASK_NEG))
+    check_finite("last hidden state (NaN/inf in params or overflow)", h)
+    last = _scatter(h, idx, B, T)                                  # (N,H) -> (B,T,H), zero at padding
+    if output_hidden:
+        hidden = [_scatter(hj, idx, B, T) for hj in hidden[:-1]] + [last]   # L+1 arrays (B,T,H)
+    return BertOutput(last, hidden, attentions, scores_all)
