@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minibert"
 # The reference maths and its fast stand-ins (fast_*.py, matched by prefix). Everything else
 # (io: tokenizer, weights, data, files, checkpoints, ...; workflows: train, distill, ...; the
 # cli) sits above them.
-CORE = {"layers", "attention", "model", "losses", "optim", "gradcheck"}
+CORE = {"layers", "attention", "config", "model", "heads", "losses", "optim", "gradcheck", "fast"}
 CORE_MAY_ALSO_IMPORT = {"errors"}
 
 
