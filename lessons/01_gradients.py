@@ -19,6 +19,7 @@ loss would make every finite difference exact and hide the truncation error).
 Run: python lessons/01_gradients.py [--tiny]      Exercise: linear_backward
 """
 
+# %%
 from _common import done, parse_args, savefig, section
 
 import numpy as np
@@ -27,7 +28,7 @@ from minibert.exercise_checks import FD_TOL
 from minibert.gradcheck import numerical_vjp, rel_error
 from minibert.layers import linear_backward, linear_forward
 
-args = parse_args(__doc__.splitlines()[0])
+args = parse_args(1, __doc__)
 rng = np.random.default_rng(0)
 B, T, D, M = (2, 3, 4, 5) if args.tiny else (4, 16, 32, 24)
 x, W, b = rng.standard_normal((B, T, D)), rng.standard_normal((D, M)) / np.sqrt(D), rng.standard_normal(M)
@@ -47,13 +48,15 @@ def analytic(x, W, b):
     return linear_backward(dy, cache)                   # dx (B,T,D), dW (D,M), db (M,)
 
 
+# %%
 section("1. The analytic gradient (chain rule + linear_backward)")
 dx, dW, db = analytic(x, W, b)
 print(f"x {x.shape}, W {W.shape}, b {b.shape} -> y {(B, T, M)}; loss L = {loss(x, W, b):.6f}")
-print(f"dL/dW = x^T dy summed over batch and tokens: shape {dW.shape}; "
-      f"dL/db = dy summed over batch and tokens: shape {db.shape}")
+print(f"dL/dx {dx.shape}, dL/dW {dW.shape}, dL/db {db.shape}: each gradient has its input's shape "
+      f"(derive dW and db yourself first: exercise linear_backward)")
 print(f"dL/dW[0,0] = {dW[0, 0]:.12f}")
 
+# %%
 section("2. One derivative, many step sizes h (forward vs centred, float64 vs float32)")
 hs = np.logspace(-1, -12, 12 if args.tiny else 34)
 picks = [tuple(rng.integers(0, s) for s in W.shape) for _ in range(4 if args.tiny else 8)]
@@ -86,6 +89,7 @@ best = {key: (np.nanmin(v), hs[np.nanargmin(v)]) for key, v in errors.items()}
 for (scheme, dt), (err, h) in best.items():
     print(f"best {scheme:8s} {dt}: error {err:.1e} at h = {h:.0e}")
 
+# %%
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -96,12 +100,14 @@ for key, style in styles.items():
 ax.loglog(hs, hs, "k:", lw=0.8, label="slope 1 (truncation, forward)")
 ax.loglog(hs, hs ** 2, "k-.", lw=0.8, label="slope 2 (truncation, centred)")
 ax.set_ylim(1e-13, 10)
-ax.set_xlabel("step h")
-ax.set_ylabel("relative error of dL/dW")
-ax.set_title("Finite differences on a linear layer: truncation vs rounding")
+ax.set_xlabel("step h (the nudge of one weight)")
+ax.set_ylabel("relative error of dL/dW (mean of picked entries)")
+ax.set_title(f"Centred differences reach {best['centred', 'float64'][0]:.0e} in float64, "
+             f"only {best['centred', 'float32'][0]:.0e} in float32", fontsize=10)
 ax.legend(fontsize=8)
 savefig(fig, "lesson01_fd_error.png")
 
+# %%
 section("3. Checking the whole gradient: centred differences and rel_error")
 print("rel_error(a, b) = max |a - b| / max(1e-8, |a| + |b|), the worst entry. Correct float64 code gives")
 print("1e-10..1e-7 (the worst entry is a tiny gradient, where round-off counts most); a wrong term gives")
@@ -146,6 +152,7 @@ rel32 = check_all(np.float32, 1e-2)
 for name in rel64:
     print(f"{name}: float64 rel error {rel64[name]:.1e}   float32 rel error {rel32[name]:.1e}")
 
+# %%
 section("4. What a bug looks like")
 y, cache = linear_forward(x, W, b)
 dy = G * (1 - np.tanh(y) ** 2)
@@ -155,10 +162,21 @@ num_db = numerical_vjp(lambda v: np.tanh(linear_forward(x, W, v)[0]), b, G)
 print(f"db with sum:  rel error {rel_error(good_db, num_db):.1e}")
 print(f"db with mean: rel error {rel_error(bug_db, num_db):.1e}   <- off by the factor B*T = {B * T}")
 
+# %%
 # The lesson's claims, as assertions.
 assert best["centred", "float64"][0] < 1e-8, best
 assert best["forward", "float64"][0] > 10 * best["centred", "float64"][0], best
 assert best["centred", "float32"][0] > 100 * best["centred", "float64"][0], best
 assert max(rel64.values()) < FD_TOL, rel64           # the exercise checks' tolerance
 assert rel_error(bug_db, num_db) > 0.1
-done(args)
+
+results = {"best": {f"{k[0]} {k[1]}": {"error": e, "h": h} for k, (e, h) in best.items()},
+           "rel_error_float64": rel64, "rel_error_float32": rel32,
+           "db_sum_rel_error": rel_error(good_db, num_db), "db_mean_bug_rel_error": rel_error(bug_db, num_db)}
+showed = [
+    f"Centred differences are far better than forward ones (best {best['centred', 'float64'][0]:.0e} vs "
+    f"{best['forward', 'float64'][0]:.0e} in float64): truncation shrinks like h^2, rounding grows like 1/h.",
+    f"So gradient checks run in float64 (float32's best is {best['centred', 'float32'][0]:.0e}); "
+    f"a correct backward measures ~1e-10, a wrong one ~1e-1.",
+]
+done(args, results, showed)

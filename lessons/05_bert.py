@@ -15,9 +15,16 @@ check our NumPy forward against reference outputs that PyTorch/transformers wrot
 (tests/fixtures/tiny_cls: 2 layers, H=32, random weights) and checks logits, loss and every
 gradient against PyTorch's, by parameter name.
 
+Derive it yourself first (exercise encoder_layer_backward): write the layer's forward as a
+list of calls with their caches, then walk the list backwards; mark where a tensor is used
+twice. Section 1 runs the exercise's checks on the library's answer.
+
+Layers are numbered 1..L everywhere below (table and figure); 0 is the embedding output.
+
 Run: python lessons/05_bert.py [--tiny]      Exercise: encoder_layer_backward
 """
 
+# %%
 from _common import ROOT, done, parse_args, savefig, section
 
 import tempfile
@@ -32,15 +39,17 @@ from minibert.losses import cross_entropy
 from minibert.model import (bert_forward, classify_backward, classify_forward, count_params,
                             encoder_layer_backward, l2_normalize, mean_pool)
 
-args = parse_args(__doc__.splitlines()[0])
+args = parse_args(5, __doc__)
 FIXTURES = ROOT / "tests" / "fixtures"
 results = {}
 
+# %%
 section("1. The encoder layer's backward, composed from the layers' (the exercise's checks)")
 checks = exercise_checks.check_encoder_layer_backward(encoder_layer_backward)
 for r in checks:
     print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.describe()}")
 
+# %%
 section("2. The whole model against PyTorch: the tiny fixture, every gradient by name")
 ref = np.load(FIXTURES / "tiny_cls_reference.npz")
 with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +86,7 @@ if args.tiny:
     tokens = [f"id{i}" for i in ids[0][mask[0].astype(bool)]]
     name = "tiny_cls (random weights)"
 else:
+    # %%
     section("3. The real teacher: load, tokenise, forward, compare with transformers")
     from minibert.tokenizer import Tokenizer
 
@@ -119,8 +129,18 @@ else:
           f"transformers at {real.sum()} real tokens: max |diff| {hid_err:.1e}")
     print(f"sentence embeddings (mean-pool + L2) vs sentence-transformers: min cosine {cos.min():.8f}")
     e = l2_normalize(mean_pool(out.last, mask))
-    print("cosine similarity of the embeddings (rows/cols = the 8 inputs):")
-    print(np.array2string(e @ e.T, precision=2, suppress_small=True))
+    print(f"cosine similarity of the {len(texts)} sentence embeddings (row/column k = input k):")
+    for k, (t, pr) in enumerate(zip(texts, pairs)):
+        short = t if len(t) <= 70 else t[:67] + "..."
+        print(f"  {k}: {short!r}" + (f" + pair {pr!r}" if pr else ""))
+    sim = e @ e.T
+    print("     " + " ".join(f"{k:>5d}" for k in range(len(texts))))
+    for k, row in enumerate(sim):
+        print(f"  {k:>2d} " + " ".join(f"{v:5.2f}" for v in row))
+    off = sim - 2 * np.eye(len(texts))
+    i_max, j_max = np.unravel_index(np.argmax(off), off.shape)
+    print(f"most similar pair: {i_max} and {j_max} (cosine {sim[i_max, j_max]:.2f})")
+    results["similarity"] = sim
     i0 = 0                                               # "The cat sat on the mat."
     ids, mask, types = ids[i0:i0 + 1], mask[i0:i0 + 1], types[i0:i0 + 1]
     ids = ids[:, :mask.sum()]
@@ -128,6 +148,7 @@ else:
     tokens = [tok.id_to_token(int(i)) for i in ids[0]]
     name = "all-MiniLM-L6-v2"
 
+# %%
 section("4. Inside the model: hidden states and attention, layer by layer")
 out, _ = bert_forward(params, config, ids, mask, types, output_hidden=True, output_attentions=True,
                       keep_cache=False)
@@ -152,24 +173,31 @@ for layer, h in enumerate(out.hidden_states):
           f"{a[:, :, -1].mean():13.3f}")
 print(f"(uniform attention over {real.sum()} tokens would have entropy {np.log(real.sum()):.3f})")
 
+# %%
 import matplotlib.pyplot as plt
 
 L = config.num_layers
-fig, axes = plt.subplots(1, L, figsize=(2.8 * L, 3.2))
-for layer, ax in enumerate(np.atleast_1d(axes)):
-    ax.imshow(out.attentions[layer][0].mean(0), vmin=0, vmax=1, cmap="viridis")
-    ax.set_title(f"layer {layer} (mean of heads)", fontsize=9)
+fig, axes = plt.subplots(1, L, figsize=(2.9 * L + 1, 3.8))
+axes = np.atleast_1d(axes)
+for layer, ax in enumerate(axes):
+    im = ax.imshow(out.attentions[layer][0].mean(0), vmin=0, vmax=1, cmap="viridis")
+    ax.set_title(f"layer {layer + 1}: to [CLS] {out.attentions[layer][0][:, :, 0].mean():.2f}", fontsize=9)
     ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
     ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
-fig.suptitle(f"{name}: attention, layer by layer")
-savefig(fig, "lesson05_attention_layers.png")
+    ax.set_xlabel("key", fontsize=8)
+axes[0].set_ylabel("query", fontsize=8)
+fig.colorbar(im, ax=list(axes), fraction=0.015, pad=0.01, label="attention (mean of heads)")
+top = 1 + int(np.argmax([a[0][:, :, 0].mean() for a in out.attentions]))
+fig.suptitle(f"{name}: attention layer by layer (numbered as the table); layer {top} sends most "
+             f"attention to the first token", fontsize=10)
+savefig(fig, "lesson05_attention_layers.png", tight=False)
 
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.plot(range(len(norms)), norms, "o-")
 ax.set_xticks(range(len(norms)), ["emb"] + [str(i) for i in range(1, len(norms))])
 ax.set_xlabel("hidden state (0 = embedding output)")
-ax.set_ylabel("mean norm over tokens")
-ax.set_title(f"{name}: hidden-state norms")
+ax.set_ylabel("mean L2 norm over real tokens")
+ax.set_title(f"{name}: hidden-state norms (largest after layer {int(np.argmax(norms))})", fontsize=10)
 savefig(fig, "lesson05_hidden_norms.png")
 
 assert all(r.passed for r in checks), [r for r in checks if not r.passed]
@@ -180,4 +208,13 @@ assert np.allclose(out.attentions[0][0][:, real].sum(-1), 1, atol=1e-5)   # real
 if not args.tiny:
     hid_err, cos_min, ids_match = results["teacher"]
     assert ids_match and hid_err < 1e-4 and cos_min > 0.99999
-done(args)
+
+results.update(model=name, hidden_norms=norms, attention_entropy=entropies,
+               encoder_checks_passed=sum(r.passed for r in checks))
+showed = [
+    "An encoder layer's backward is the small backwards of lessons 1-4 in reverse; the residual's "
+    "gradient is a sum of two paths.",
+    f"The whole NumPy BERT matches PyTorch by parameter name (worst float32 gradient {results['float32'][2]:.0e})"
+    + ("" if args.tiny else f" and the real MiniLM teacher to {results['teacher'][0]:.0e}") + ".",
+]
+done(args, results, showed)

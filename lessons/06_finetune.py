@@ -12,10 +12,17 @@ Sizes are classroom sizes (a few hundred tweets, 32 tokens, two epochs), so the 
 modest; `minibert finetune` on the full corpus does better. The fine-tuned teacher is saved to
 lessons/out/teacher/ for lessons 7-9.
 
+--tiny: a random 4-layer, H=32 BERT learns lessons/_synthetic.py's colour-wheel task (six
+colours whose neighbours on the wheel are similar), the teacher of lessons 7-9 at toy size.
+
+Write the AdamW step yourself first (exercise adamw_step): the two moment estimates, their
+bias correction, and where the weight decay enters (decoupled: not through the gradient).
+
 Run: python lessons/06_finetune.py [--tiny]      Exercise: adamw_step
 """
 
-from _common import OUT, Task, done, finetune_teacher, parse_args, savefig, section
+# %%
+from _common import Task, done, finetune_teacher, parse_args, savefig, section
 
 import time
 from collections import Counter
@@ -31,10 +38,11 @@ from minibert.tokenizer import Tokenizer
 from minibert.train import head_init_rng, with_fresh_head
 from minibert.weights import load_model
 
-args = parse_args(__doc__.splitlines()[0])
+args = parse_args(6, __doc__)
 task = Task(args.tiny)
 labels = task.data.labels
 
+# %%
 section("1. The task and the untrained head")
 print(f"{task.name}")
 print(f"labels {labels}; {len(task.data.train)} train / {len(task.data.dev)} dev examples; "
@@ -52,6 +60,7 @@ before = classification_metrics(dev_split.labels,
 print(f"{count_params(params):,} parameters; dev accuracy with the random head: "
       f"{before['accuracy']:.3f} (macro-F1 {before['macro_f1']:.3f})")
 
+# %%
 section("2. One AdamW step, checked (the exercise's checks)")
 checks = exercise_checks.check_adamw_step(adamw_step)
 for r in checks[:4] + checks[-2:]:
@@ -64,6 +73,7 @@ lrs = [linear_schedule(s, steps, warm, tc.lr) for s in range(steps)]
 print(f"schedule: {steps} steps, {warm} of warm-up to lr {tc.lr:g}, then linear decay to 0 "
       f"(step 0: {lrs[0]:.2e}, step {warm}: {lrs[warm]:.2e}, last: {lrs[-1]:.2e})")
 
+# %%
 section("3. Fine-tuning (train.fit: AdamW, warm-up/decay, clipping, dropout)")
 t0 = time.perf_counter()
 res, tparams, tconfig = finetune_teacher(task, task.teacher_dir)
@@ -78,6 +88,7 @@ first, last = losses[:k].mean(), losses[-k:].mean()
 print(f"{len(losses)} steps in {secs:.1f} s; mean loss of the first {k} steps {first:.3f}, "
       f"of the last {k} {last:.3f}; best epoch {res.best_epoch} saved to {task.teacher_dir}")
 
+# %%
 section("4. What the fine-tuned teacher does")
 logits = predict_logits(tparams, tconfig, dev_split)
 pred = logits.argmax(1)
@@ -95,23 +106,37 @@ wrong = f", when wrong {conf[~right].mean():.3f}" if (~right).any() else " (neve
 print(f"mean confidence when right {conf[right].mean():.3f}{wrong}: the probabilities say more "
       f"than the argmax; lesson 7 teaches a student with them")
 
+# %%
 import matplotlib.pyplot as plt
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
 ax1.plot(losses, alpha=0.35, label="loss per step")
 ax1.plot(running_mean(losses, max(2, len(losses) // 8)), label="running mean")
-ax1.set_xlabel("step")
-ax1.set_ylabel("cross-entropy")
-ax1.set_title("Fine-tuning the teacher")
+ax1.set_xlabel("training step")
+ax1.set_ylabel("cross-entropy (nats)")
+ax1.set_title(f"Fine-tuning the teacher: loss {first:.2f} -> {last:.2f}, dev accuracy "
+              f"{before['accuracy']:.2f} -> {after['accuracy']:.2f}", fontsize=10)
 ax1.legend()
 ax2.plot(lrs)
-ax2.set_xlabel("step")
+ax2.set_xlabel("training step")
 ax2.set_ylabel("learning rate")
-ax2.set_title("Linear warm-up, then linear decay")
+ax2.set_title(f"Linear warm-up ({warm} steps) to {tc.lr:g}, then linear decay to 0", fontsize=10)
 savefig(fig, "lesson06_loss_curve.png")
 
 assert all(r.passed for r in checks)
 assert last < first, (first, last)
 assert after["accuracy"] > before["accuracy"] and after["accuracy"] > majority, (before, after, majority)
 assert (task.teacher_dir / "head.json").exists()
-done(args)
+
+results = {"task": task.name, "majority": majority, "before": before, "after": after,
+           "steps": len(losses), "loss_first": first, "loss_last": last, "seconds_training": secs,
+           "history": [{k: rec[k] for k in ("epoch", "train_loss", "examples_per_s")} | {
+               "dev_accuracy": rec["dev"]["accuracy"]} for rec in res.history],
+           "confusion": cm, "confidence_right": float(conf[right].mean())}
+showed = [
+    f"A fresh head on a pre-trained encoder, AdamW with warm-up/decay and clipping: dev accuracy "
+    f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} in {len(losses)} steps (majority class {majority:.3f}).",
+    "The teacher's probabilities say more than its answers (confidence when right vs wrong): "
+    "lesson 7 hands them to a student.",
+]
+done(args, results, showed)

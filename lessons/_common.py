@@ -1,13 +1,19 @@
 """Shared plumbing for the lesson scripts (kept tiny so each lesson reads on its own).
 
 Every lesson: `python lessons/NN_topic.py [--tiny]`. It prints what it shows with real
-numbers, saves its figures into lessons/out/, and ends in assertions. `--tiny` shrinks every
+numbers, saves its figures into lessons/out/ (--tiny: lessons/out/tiny/, so the two sizes never
+overwrite each other), ends in assertions, then writes lessonNN.json (the numbers it printed
+and asserted) and says what it showed and which exercise comes next. `--tiny` shrinks every
 size so the lesson runs in seconds (CI runs each lesson that way).
+
+The scripts are cut into `# %%` cells: Jupyter (with jupytext) and VS Code open them as
+notebooks. In a notebook there is no command line: set MINIBERT_TINY=1 for the tiny sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,13 +30,25 @@ from minibert.allocator import keep_freed_memory  # noqa: E402  (needs ROOT on s
 keep_freed_memory()                          # as the `minibert` command does: see minibert/allocator.py
 
 OUT = Path(os.environ.get("MINIBERT_LESSON_OUT", ROOT / "lessons" / "out"))
+_RUN = {}                                    # set by parse_args: the lesson number and its output dir
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=description)
+def lesson_out(tiny: bool) -> Path:
+    """Where a lesson writes: lessons/out/ for the class size, lessons/out/tiny/ for --tiny."""
+    return OUT / "tiny" if tiny else OUT
+
+
+def parse_args(lesson: int, description: str | None = None) -> argparse.Namespace:
+    """The lesson's command line (--tiny). In a notebook (no command line of its own) the
+    arguments are ignored and MINIBERT_TINY=1 selects the tiny sizes."""
+    p = argparse.ArgumentParser(description=(description or f"Lesson {lesson}").splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="tiny sizes: runs in seconds (used by CI)")
-    args = p.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    in_notebook = "ipykernel" in sys.modules
+    args = p.parse_args([] if in_notebook else None)
+    args.tiny = args.tiny or os.environ.get("MINIBERT_TINY", "") not in ("", "0")
+    args.lesson, args.out = lesson, lesson_out(args.tiny)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _RUN.update(lesson=lesson, out=args.out)
     args.t0 = time.perf_counter()
     return args
 
@@ -39,33 +57,84 @@ def section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 72 - len(title)))
 
 
-def savefig(fig, name: str) -> Path:
-    path = OUT / name
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def savefig(fig, name: str, tight: bool = True) -> Path:
+    """Save into the lesson's output directory. tight=False for figures with a shared colorbar
+    (tight_layout cannot place it): then only the saved bounding box is fitted, so no label is cut."""
+    path = _RUN.get("out", OUT) / name
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches=None if tight else "tight")
     import matplotlib.pyplot as plt
     plt.close(fig)
     print(f"[figure] {path}")
     return path
 
 
-def done(args) -> None:
-    print(f"\nAll assertions hold. ({time.perf_counter() - args.t0:.1f} s"
-          f"{', --tiny' if args.tiny else ''})")
+def _plain(obj):
+    """numpy scalars / arrays / tuples -> JSON types (floats rounded to 6 significant digits)."""
+    import numpy as np
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(f"{float(obj):.6g}")
+    return obj
+
+
+def lesson_exercises(lesson: int) -> list[str]:
+    """The exercises `minibert exercises list` attributes to this lesson, in course order."""
+    from minibert.exercises import EXERCISES
+    return [ex.name for ex in EXERCISES if Path(ex.lesson).name.startswith(f"{lesson:02d}_")]
+
+
+def done(args, results: dict, showed: list[str]) -> Path:
+    """End of a lesson (after its assertions): write lessonNN.json with `results` (the numbers
+    it printed and asserted), print what it showed and the exercise(s) to do next."""
+    secs = time.perf_counter() - args.t0
+    names = lesson_exercises(args.lesson)
+    record = {"lesson": args.lesson, "size": "tiny" if args.tiny else "class", "seconds": secs,
+              "showed": showed, "exercises": names, "results": results}
+    path = args.out / f"lesson{args.lesson:02d}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_plain(record), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    section("What this lesson showed")
+    for line in showed:
+        print(line)
+    if names:
+        print("\nNext, the exercise" + ("s" if len(names) > 1 else "") + " of this lesson (once: "
+              "`minibert exercises init workspace`):")
+        for name in names:
+            print(f"    minibert exercises check {name} --path workspace")
+    print(f"\n[numbers] {path}")
+    print(f"All assertions hold. ({secs:.1f} s{', --tiny' if args.tiny else ''})")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
 # The task of lessons 6-9: a teacher, a labelled dataset, a fine-tuned teacher.
 #
-# Full: all-MiniLM-L6-v2 (weights/minilm-l6, fetched on first use) on a small stratified subset
-# of the default tweet-sentiment corpus (negative / neutral / positive), short max_length.
-# --tiny: a 4-layer, 32-wide BERT with random weights and a tiny separable sentiment CSV (the
-# same helpers the tests use, tests/tiny.py), so the lessons run in seconds without downloads.
+# Class size: all-MiniLM-L6-v2 (weights/minilm-l6, fetched on first use) on a small stratified
+# subset of the default tweet-sentiment corpus (negative / neutral / positive), short max_length.
+# --tiny: a 4-layer, 32-wide BERT with random weights on the colour-wheel task of
+# lessons/_synthetic.py, built so that distillation has something to transfer in seconds:
+# the students get only `n_labelled` of its sentences, and the teacher's soft labels carry
+# what those few hard labels do not. Nothing is downloaded.
 
 class Task:
     """Everything lessons 6-9 share. Attributes: name, base_dir (pre-trained teacher),
     data (minibert.data.Dataset), max_length, batch_size, teacher_dir (fine-tuned, lesson 6),
-    finetune (a train.TrainConfig) and student (a TrainConfig for distillation runs)."""
+    finetune (a train.TrainConfig), student (a TrainConfig for distillation runs), n_labelled
+    (how many training examples the students of lessons 7-8 see; None = all), seeds (how
+    many seeds each compared setting runs, to show the seed-to-seed spread) and compress (the
+    TrainConfig of lesson 9's students, trained on the whole training split)."""
 
     def __init__(self, tiny: bool):
         from minibert.data import load_dataset
@@ -73,20 +142,18 @@ class Task:
         self.tiny = tiny
         shared = dict(warmup=0.1, weight_decay=0.01, clip=1.0, seed=0, progress=False)  # every run
         if tiny:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from tiny import make_tiny_model_dir, write_tiny_dataset
-            root = OUT / "tiny"
-            self.base_dir = root / "pretrained"
-            if not (self.base_dir / "model.safetensors").exists():
-                make_tiny_model_dir(self.base_dir, num_layers=4, hidden_size=32, num_heads=2,
-                                    intermediate_size=64, seed=0)
-            csv = write_tiny_dataset(root / "sentiment.csv", n=400, num_classes=2, seed=0)
-            self.data = load_dataset(f"csv:{csv}")
-            self.name = "tiny BERT (4 layers, H=32, random init) on a tiny separable sentiment CSV"
+            from _synthetic import make_task
+            root = lesson_out(True)
+            self.base_dir, data_dir = make_task(root)
+            self.data = load_dataset(f"csv:{data_dir}")
+            self.name = ("tiny BERT (4 layers, H=32, random init) on the colour-wheel task "
+                         "(lessons/_synthetic.py)")
             self.teacher_dir = root / "teacher"
             self.max_length, self.batch_size = 16, 16
-            self.finetune = TrainConfig(epochs=3, lr=5e-3, batch_size=16, max_length=16, **shared)
-            self.student = TrainConfig(epochs=2, lr=3e-3, batch_size=16, max_length=16, **shared)
+            self.finetune = TrainConfig(epochs=5, lr=1e-2, batch_size=64, max_length=16, **shared)
+            self.student = TrainConfig(epochs=16, lr=5e-3, batch_size=16, max_length=16, **shared)
+            self.n_labelled, self.seeds = 48, 3
+            self.compress = TrainConfig(epochs=1, lr=5e-3, batch_size=16, max_length=16, **shared)
         else:
             from minibert.weights import fetch_teacher
             self.base_dir = fetch_teacher(ROOT / "weights" / "minilm-l6")
@@ -96,16 +163,29 @@ class Task:
             self.max_length, self.batch_size = 32, 32
             self.finetune = TrainConfig(epochs=2, lr=1e-4, batch_size=32, max_length=32, **shared)
             self.student = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=32, **shared)
+            self.n_labelled, self.seeds = None, 3
+            self.compress = self.student           # lesson 9: train_student, one epoch
 
-    def student_batches(self, split):
-        """The fixed list of training batches every student of lessons 7-9 sees (seeded)."""
+    def student_batches(self, split, seed: int = 0):
+        """The fixed list of training batches every student of lessons 7-9 with this seed sees."""
         import numpy as np
 
         from minibert.batches import train_batches
         out = []
         for epoch in range(self.student.epochs):
-            out += list(train_batches(split, self.student.batch_size, np.random.default_rng([0, epoch])))
+            out += list(train_batches(split, self.student.batch_size,
+                                      np.random.default_rng([seed, epoch])))
         return out
+
+    def labelled_subset(self, split):
+        """The first n_labelled examples of a fixed shuffle of `split` (all when None): the
+        students' training set. Same subset for every seed and setting."""
+        import numpy as np
+        if self.n_labelled is None:
+            return split
+        keep = np.sort(np.random.default_rng(7).permutation(len(split.labels))[:self.n_labelled])
+        return split._replace(**{f: v[keep] for f, v in split._asdict().items()
+                                 if isinstance(v, np.ndarray) and len(v) == len(split.labels)})
 
     def splits(self, tokenizer):
         """Encoded train / dev splits (labels as the dataset's indices). Long texts are cut to
@@ -138,7 +218,7 @@ def finetune_teacher(task: Task, out_dir: Path):
 
     params, config = load_model(task.base_dir)
     train, dev = task.splits(Tokenizer.from_dir(task.base_dir))
-    run_dir = OUT / ("tiny/finetune_run" if task.tiny else "finetune_run")
+    run_dir = lesson_out(task.tiny) / "finetune_run"
     shutil.rmtree(run_dir, ignore_errors=True)           # a lesson always starts fresh
     res, _ = finetune_classifier(params, config, task.data.labels, train, dev, task.finetune,
                                  out_dir, tokenizer_dir=task.base_dir, data_spec="lesson",
@@ -204,8 +284,26 @@ def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_laye
     return strip_projections(params), losses, parts
 
 
-def accuracy_and_agreement(params, config, split, teacher_pred):
-    """Dev accuracy, macro-F1 and the fraction of examples where the model agrees with the teacher."""
-    from minibert.evaluate import predict_and_score
-    pred, m = predict_and_score(params, config, split)
-    return m["accuracy"], m["macro_f1"], float((pred == teacher_pred).mean())
+def teacher_comparison(params, config, split, teacher_logits) -> dict:
+    """How a model compares with the labels and with the teacher on `split`:
+    acc (dev accuracy), f1 (macro-F1), agree (same argmax as the teacher), runner_up (same
+    second choice as the teacher: the part of its distribution a hard label never shows) and
+    kl (mean KL(teacher || model) at T = 1, in nats)."""
+    import numpy as np
+
+    from minibert.evaluate import classification_metrics, predict_logits, softmax
+    logits = predict_logits(params, config, split)                       # (N, C)
+    m = classification_metrics(split.labels, logits.argmax(1), config.num_labels)
+    pt, ps = softmax(teacher_logits), softmax(logits)
+    order_t, order_s = np.argsort(-teacher_logits, 1), np.argsort(-logits, 1)
+    kl = (pt * (np.log(pt + 1e-12) - np.log(ps + 1e-12))).sum(1).mean()
+    return dict(acc=float(m["accuracy"]), f1=float(m["macro_f1"]),
+                agree=float((order_s[:, 0] == order_t[:, 0]).mean()),
+                runner_up=float((order_s[:, 1] == order_t[:, 1]).mean()), kl=float(kl))
+
+
+def spread(values) -> str:
+    """'mean (min-max)' of a list of per-seed numbers, for the printed tables."""
+    import numpy as np
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})" if len(v) > 1 else f"{v[0]:.3f}"

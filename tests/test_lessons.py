@@ -1,9 +1,12 @@
 """Every lesson runs with --tiny (seconds each), prints its numbers, writes its figures and ends
-in assertions that hold. The lessons run in course order in one output directory, so lessons
-7-9 reuse the teacher that lesson 6 fine-tunes (each would fine-tune one itself otherwise)."""
+in assertions that hold, then writes lessonNN.json (the numbers) and names its exercises.
+The lessons run in course order in one output directory, so lessons 7-9 reuse the teacher
+that lesson 6 fine-tunes (each would fine-tune one itself otherwise). --tiny writes under
+OUT/tiny/, so a tiny run never overwrites the class-size figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,5 +51,18 @@ def test_lesson_runs_tiny_and_its_assertions_hold(script, out_dir):
     print(f"{script} --tiny: {secs:.1f} s")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "All assertions hold" in proc.stdout
+    tiny = out_dir / "tiny"
     for fig in LESSONS[script]:
-        assert (out_dir / fig).is_file() and (out_dir / fig).stat().st_size > 1000, fig
+        assert (tiny / fig).is_file() and (tiny / fig).stat().st_size > 1000, fig
+        assert not (out_dir / fig).exists(), f"--tiny wrote {fig} outside tiny/"
+    record = json.loads((tiny / f"lesson{script[:2]}.json").read_text())
+    assert record["lesson"] == int(script[:2]) and record["size"] == "tiny"
+    assert record["results"] and record["showed"], record
+    for name in record["exercises"]:          # the lesson prints the exact command for each
+        assert f"minibert exercises check {name} --path workspace" in proc.stdout, name
+
+
+def test_lesson_scripts_are_cut_into_notebook_cells():
+    for script in LESSONS:
+        text = (REPO / "lessons" / script).read_text(encoding="utf-8")
+        assert text.count("\n# %%") >= 3, f"{script}: expected # %% cell markers (jupytext percent format)"
