@@ -24,6 +24,12 @@ if str(ROOT) not in sys.path:          # run from a checkout without `pip instal
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("MPLBACKEND", "Agg")   # figures go to files; no display needed
+if "--tiny" in sys.argv[1:] or os.environ.get("MINIBERT_TINY", "") not in ("", "0"):
+    # Toy-sized matrices: BLAS threads cost more than they save, and on a shared machine they
+    # spin against other jobs (lesson 6 --tiny: 10 s of CPU with threads, 2.3 s without).
+    # Set before NumPy is first imported; an explicit setting in the environment wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from minibert.allocator import keep_freed_memory  # noqa: E402  (needs ROOT on sys.path first)
 
