@@ -42,9 +42,9 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.fast_model import bert_forward, classify_forward, mlm_forward
+from minibert.fast_model import bert_forward, mlm_forward
 from minibert.model import BertConfig
-from minibert.transfer_set import Augmented
+from minibert.transfer_set import Augmented, teacher_logits
 
 NEIGHBOUR_CHUNK = 512     # query rows per similarity product: (512, Vw) float32 ~ 60 MB for MiniLM
 
@@ -346,28 +346,6 @@ def augment_sentences(params: dict, config: BertConfig, tokenizer, ids: np.ndarr
     return Augmented(A, B, lens, np.asarray(out_src, np.int64), None, meta)
 
 
-def teacher_logits(params: dict, config: BertConfig, ids: np.ndarray, lengths: np.ndarray,
-                   token_type_ids: np.ndarray, batch_size: int = 64,
-                   progress: bool = False) -> np.ndarray:
-    """The frozen teacher's logits for M padded sentences, in length-sorted batches, eval mode,
-    no caches. Inputs: ids / token_type_ids (M,T), lengths (M,). Returns: (M,C) float32."""
-    from minibert.progress import progress_bar
-    M = len(lengths)
-    out = np.zeros((M, config.num_labels), np.float32)                   # (M,C)
-    order = np.argsort(lengths, kind="stable")
-    bar = progress_bar(-(-M // batch_size), "teacher labels", progress)
-    for b0 in range(0, M, batch_size):
-        idx = order[b0:b0 + batch_size]
-        T = int(lengths[idx].max())
-        mask = (np.arange(T)[None, :] < lengths[idx, None]).astype(np.int64)   # (B,T)
-        logits, _, _ = classify_forward(params, config, ids[idx, :T], mask,
-                                        token_type_ids[idx, :T], rng=None, keep_cache=False)
-        out[idx] = logits
-        bar.update(1)
-    bar.close()
-    return out
-
-
 # ----------------------------------------------------------------------------- minibert augment
 
 def sample_pairs(tokenizer, source_ids, source_lengths, aug, n: int = 5) -> list[dict]:
@@ -420,3 +398,48 @@ def augment_examples(tparams: dict, tconfig: BertConfig, tokenizer, examples, se
           f"({rates['generated_per_s']:.0f} sentences/s), teacher labels "
           f"{timings['labelling_s']:.1f} s ({rates['labelled_per_s']:.0f} sentences/s)")
     return aug._replace(logits=logits, meta=meta)
+
+
+def cli_augment(args) -> int:
+    """minibert augment: TinyBERT-style augmentation of the training examples that
+    `distill --data SPEC --limit N --seed S` uses, labelled by the teacher, into one file."""
+    from pathlib import Path
+    from minibert.data import load_dataset
+    from minibert.distill import check_teacher, label_map
+    from minibert.outdir import claim_file
+    from minibert.transfer_set import examples_fingerprint, fingerprint, save_augmented
+    from minibert.weights import load_model_and_tokenizer
+    settings = AugmentSettings(args.per_example, args.p, args.candidates, args.seed,
+                               args.multi_piece)
+    check_augment_settings(settings)
+    tparams, tconfig, tokenizer = load_model_and_tokenizer(args.teacher)
+    check_teacher(args.teacher, tconfig)
+    candidates_model = None
+    if args.mlm_model:
+        cparams, cconfig, _ = load_model_and_tokenizer(args.mlm_model)
+        if not cconfig.mlm_head:
+            raise MinibertError(f"--mlm-model {args.mlm_model} has no masked-LM head (config "
+                                f"mlm_head false); convert a BertForMaskedLM checkpoint")
+        if fingerprint(args.mlm_model)["tokenizer"] != fingerprint(args.teacher)["tokenizer"]:
+            raise MinibertError(f"--mlm-model {args.mlm_model} has another tokenizer than "
+                                f"--teacher {args.teacher}; its candidates would be other words")
+        candidates_model = (cparams, cconfig)
+    data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
+                        text_pair_column=args.text_pair_column, limit=args.limit, seed=args.seed)
+    label_map(data.labels, tconfig)                  # the teacher must know these labels
+    if not data.train:
+        raise MinibertError(f"--data {args.data}: no training examples to augment")
+    with claim_file(args.out, "augment", overwrite=args.overwrite) as out:
+        aug = augment_examples(tparams, tconfig, tokenizer, data.train, settings, args.max_length,
+                               args.batch_size, candidates_model, progress=True)
+        meta = {**aug.meta, "teacher": str(args.teacher), "fingerprint": fingerprint(args.teacher),
+                "mlm_model": args.mlm_model, "data": args.data, "limit": args.limit,
+                "seed": args.seed, "labels": list(tconfig.labels or []),
+                "source_fingerprint": examples_fingerprint(data.train)}
+        save_augmented(Path(out), aug._replace(meta=meta))
+    for pair in meta["samples"][:3]:
+        print(f"  {pair['original']}\n  -> {pair['augmented']}")
+    print(f"{meta['n_augmented']} sentences with teacher logits written to {args.out} "
+          f"(minibert distill --transfer {args.out} --data {args.data}"
+          f"{f' --limit {args.limit}' if args.limit else ''}{f' --seed {args.seed}' if args.seed else ''})")
+    return 0

@@ -140,7 +140,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-weight", type=float, default=0.0, help="TinyBERT hidden-state MSE")
     p.add_argument("--attention-weight", type=float, default=0.0, help="TinyBERT attention MSE")
     p.add_argument("--cosine-weight", type=float, default=0.0, help="DistilBERT cosine loss")
+    p.add_argument("--transfer", default=None, metavar="FILE",
+                   help="also train on these augmented sentences (minibert augment --out FILE)")
+    p.add_argument("--student-init", default=None, metavar="DIR",
+                   help="start from a general-distilled student (minibert distill-general --out DIR)")
     p.set_defaults(handler="minibert.distill:cli_distill")
+
+    p = sub.add_parser("distill-general",
+                       help="TinyBERT general distillation on unlabelled text (+ DistilBERT MLM terms)")
+    p.add_argument("--teacher", default="weights/minilm-l6",
+                   help="any model: pre-trained or fine-tuned (its head is not used)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--text-file", default=None, help="one sentence a line, UTF-8 (instead of --data)")
+    _add_data_args(p)
+    p.set_defaults(data=None)                        # --data default only without --text-file
+    _add_train_args(p, epochs=3, lr=1e-4)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--layers", type=positive_int, default=2, help="student encoder layers")
+    p.add_argument("--hidden-size", type=positive_int, default=None)
+    p.add_argument("--intermediate-size", type=positive_int, default=None)
+    p.add_argument("--heads", type=positive_int, default=None)
+    p.add_argument("--init", choices=["teacher", "random"], default="teacher")
+    p.add_argument("--init-from", default=None, help="teacher blocks to copy, e.g. 2,5")
+    p.add_argument("--embedding-weight", type=float, default=1.0, help="TinyBERT: embedding output MSE")
+    p.add_argument("--hidden-weight", type=float, default=1.0, help="TinyBERT: hidden-state MSE")
+    p.add_argument("--attention-weight", type=float, default=1.0, help="TinyBERT: attention-score MSE")
+    p.add_argument("--soft-mlm-weight", type=float, default=None,
+                   help="DistilBERT: soft masked-LM KL (default 5 with a masked-LM teacher, else 0)")
+    p.add_argument("--mlm-weight", type=float, default=None,
+                   help="DistilBERT: hard masked-LM CE (default 2 with a masked-LM teacher, else 0)")
+    p.add_argument("--cosine-weight", type=float, default=None,
+                   help="DistilBERT: cosine on the last hidden states (default 1 with a masked-LM "
+                        "teacher of the same width, else 0)")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens for the MLM terms")
+    p.set_defaults(handler="minibert.general_distill:cli_distill_general")
+
+    p = sub.add_parser("augment", help="TinyBERT-style augmentation, labelled by the teacher "
+                                       "(for distill --transfer)")
+    p.add_argument("--teacher", required=True, help="the fine-tuned teacher distill will use")
+    p.add_argument("--out", required=True, help="output file (safetensors)")
+    _add_data_args(p)
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="as distill's --seed: picks the --limit examples and the replacements")
+    p.add_argument("--per-example", type=int, default=20, help="new sentences tried per example")
+    p.add_argument("--p", type=float, default=0.4, help="probability of replacing each word")
+    p.add_argument("--candidates", type=int, default=15, help="candidates per word")
+    p.add_argument("--multi-piece", choices=["mean", "skip"], default="mean",
+                   help="words of several pieces: mean of their piece embeddings, or left alone")
+    p.add_argument("--mlm-model", default=None, metavar="DIR",
+                   help="a model with a masked-LM head (same tokenizer) to propose candidates")
+    p.add_argument("--max-length", type=length_int, default=64, help="as distill's --max-length")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(handler="minibert.augment:cli_augment")
 
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, params and latency")
     p.add_argument("--model", required=True)

@@ -94,19 +94,23 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
                   init_layers: list[int] | None, settings: DistillSettings, teacher: TeacherCache,
                   train_split, dev_split, out_dir, tcfg, tokenizer_dir=None,
                   run_config: dict | None = None, resume: bool = False,
-                  data_spec: str = "?") -> StudentRun:
+                  data_spec: str = "?", init_params: dict | None = None) -> StudentRun:
     """Initialise a student and train it with train.fit on the distillation loss.
 
     Inputs: the teacher (params, config), the student config, init_layers (None = random),
     settings, a TeacherCache built on train_split, encoded train/dev splits (labels in the
     teacher's indices), out_dir, a train.TrainConfig, the tokenizer directory to copy, a
-    run_config for the checkpoint, resume, data_spec: the data named in the student's head.json.
+    run_config for the checkpoint, resume, data_spec: the data named in the student's head.json,
+    init_params: the student's starting parameters (e.g. `--student-init`; None = init_student).
     Returns: StudentRun. out_dir receives the best epoch's model (model.safetensors,
     config.json, tokenizer, head.json) plus fit's run_config/metrics/curves/checkpoint.
     """
     check_settings(settings, config, teacher_config)
     rng = student_init_rng(tcfg.seed)
-    params = init_student(teacher_params, teacher_config, config, init_layers, rng)
+    if init_params is None:
+        params = init_student(teacher_params, teacher_config, config, init_layers, rng)
+    else:
+        params = {k: v.copy() for k, v in init_params.items()}
     if settings.hidden_weight > 0:
         params.update(init_projections(config, teacher_config, rng))
     base_eval = make_eval_fn(config, dev_split, tcfg.batch_size)
@@ -202,7 +206,17 @@ def cli_distill(args) -> int:
     check_teacher(args.teacher, tconfig)
     config = student_config(tconfig, args.layers, args.hidden_size, args.intermediate_size,
                             args.heads)
-    init_layers = resolve_init(args, tconfig, config)
+    init_params = None
+    if getattr(args, "student_init", None):
+        from minibert.general_distill import load_student_init
+        if args.init_from or args.init == "random":
+            raise MinibertError("--student-init gives the student's starting weights; drop "
+                                "--init / --init-from")
+        init_layers = None
+        init_params = load_student_init(args.student_init, args.teacher, tparams, tconfig, config,
+                                        student_init_rng(tcfg.seed))
+    else:
+        init_layers = resolve_init(args, tconfig, config)
     settings = DistillSettings(args.alpha, args.temperature, args.hidden_weight,
                                args.attention_weight, args.cosine_weight,
                                tuple(uniform_layer_map(config.num_layers, tconfig.num_layers)))
@@ -218,25 +232,48 @@ def cli_distill(args) -> int:
         if examples:
             s = encode_examples(tokenizer, examples, tcfg.max_length)
             splits[name] = s._replace(labels=lmap[s.labels])           # teacher's label indices
+    transfer_logits = None
+    if getattr(args, "transfer", None):
+        from minibert.transfer_set import concat_splits, read_transfer
+        extra, transfer_logits = read_transfer(args.transfer, args.teacher, data.train,
+                                               tconfig.num_labels, tcfg.max_length)
+        n_labelled = len(splits["train"].labels)
+        splits["train"] = concat_splits(splits["train"], extra)       # labelled rows first
+        print(f"transfer set {args.transfer}: {len(extra.labels)} augmented sentences "
+              f"(teacher logits stored) + {n_labelled} labelled examples")
     print(f"teacher {args.teacher}: {tconfig.num_layers} layers, hidden {tconfig.hidden_size}; "
           f"student: {config.num_layers} layers, hidden {config.hidden_size}, "
           f"{config.num_heads} heads, FFN {config.intermediate_size}")
-    print(describe_mapping(init_layers, config.num_layers, tconfig.num_layers))
+    print(describe_mapping(init_layers, config.num_layers, tconfig.num_layers)
+          if init_params is None else
+          f"init: the general-distilled student {args.student_init} (embeddings and every "
+          f"block; pooler and classifier from the teacher)\n"
+          + describe_mapping(None, config.num_layers, tconfig.num_layers).split("\n", 1)[1])
     print(f"loss: {settings.alpha:g}*CE + {1 - settings.alpha:g}*T^2*KL at T={settings.temperature:g}"
           f" + {settings.hidden_weight:g}*hidden MSE + {settings.attention_weight:g}*attention MSE"
           f" + {settings.cosine_weight:g}*cosine; {len(data.train)} train / {len(data.dev)} dev "
           f"examples, max_length {tcfg.max_length}, {tcfg.epochs} epochs")
+    logits = None
+    if transfer_logits is not None:                  # the teacher runs on the labelled rows only
+        n_labelled = len(splits["train"].labels) - len(transfer_logits)
+        labelled = splits["train"]._replace(**{f: getattr(splits["train"], f)[:n_labelled]
+                                              for f in splits["train"]._fields})
+        base = TeacherCache(tparams, tconfig, labelled, DistillSettings(layer_map=settings.layer_map),
+                            tcfg.batch_size, progress=True)              # logits only
+        logits = np.concatenate([base.logits, transfer_logits])
     teacher = TeacherCache(tparams, tconfig, splits["train"], settings, tcfg.batch_size,
-                           progress=True)
+                           progress=True, logits=logits)
     print(teacher.describe())
     run_config = {"command": "distill", "teacher": str(args.teacher), "data": args.data,
                   "limit": args.limit, "labels": list(tconfig.labels or []),
                   "student": config.to_dict(), "init_layers": init_layers,
+                  "transfer": getattr(args, "transfer", None),
+                  "student_init": getattr(args, "student_init", None),
                   "settings": {k: v for k, v in settings._asdict().items()}}
     run = train_student(tparams, tconfig, config, init_layers, settings, teacher,
                         splits["train"], splits["dev"], out, tcfg, tokenizer_dir=args.teacher,
                         run_config=run_config, resume=args.resume,
-                        data_spec=args.data)
+                        data_spec=args.data, init_params=init_params)
     split_name = "test" if "test" in splits else "dev"
     rows = compare_models([("teacher", tparams, tconfig), ("student", run.params, config)],
                           splits[split_name], tcfg.batch_size)

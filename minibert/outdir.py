@@ -47,7 +47,7 @@ PROJECT_FILES = frozenset({
     RUN_RECORD, "metrics.json", "training_curves.png", "checkpoint.safetensors",  # train.fit
     "model.safetensors", "config.json", "manifest.json",                         # a model folder
     "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
-    "head.json", "evaluation.json",                                              # finetune, distill
+    "head.json", "evaluation.json", "general.json",                              # finetune, distill(-general)
     "results.json", "results.md", "accuracy_vs_speed.png", "demo_teacher.json",  # the demo
     "teacher_logits.npy", "teacher_logits.json", "sweep.json", "sweep.md", "sweep.png",
 })

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
+from minibert.fast_model import classify_forward
+from minibert.model import BertConfig
 
 AUGMENT_FORMAT = 1
 META_KEY = "minibert_augment"
@@ -34,6 +36,28 @@ class Augmented(NamedTuple):
     logits: np.ndarray | None     # (M,C) float32 teacher logits (None until labelled)
     meta: dict                    # settings, fingerprints, timings, samples
 
+
+
+def teacher_logits(params: dict, config: BertConfig, ids: np.ndarray, lengths: np.ndarray,
+                   token_type_ids: np.ndarray, batch_size: int = 64,
+                   progress: bool = False) -> np.ndarray:
+    """The frozen teacher's logits for M padded sentences, in length-sorted batches, eval mode,
+    no caches. Inputs: ids / token_type_ids (M,T), lengths (M,). Returns: (M,C) float32."""
+    from minibert.progress import progress_bar
+    M = len(lengths)
+    out = np.zeros((M, config.num_labels), np.float32)                   # (M,C)
+    order = np.argsort(lengths, kind="stable")
+    bar = progress_bar(-(-M // batch_size), "teacher labels", progress)
+    for b0 in range(0, M, batch_size):
+        idx = order[b0:b0 + batch_size]
+        T = int(lengths[idx].max())
+        mask = (np.arange(T)[None, :] < lengths[idx, None]).astype(np.int64)   # (B,T)
+        logits, _, _ = classify_forward(params, config, ids[idx, :T], mask,
+                                        token_type_ids[idx, :T], rng=None, keep_cache=False)
+        out[idx] = logits
+        bar.update(1)
+    bar.close()
+    return out
 
 
 # ----------------------------------------------------------------------------- fingerprints and files
@@ -113,3 +137,52 @@ def check_augmented_for(aug: Augmented, teacher_dir, path="FILE") -> None:
                 f"{what} fingerprint {str(got.get(what))[:12]}) than --teacher {teacher_dir} "
                 f"({want[what][:12]}); its teacher logits and token ids do not belong to this "
                 f"teacher: run minibert augment --teacher {teacher_dir} again")
+
+
+def transfer_split(aug: Augmented, max_length: int):
+    """The augmented sentences as a batches.EncodedSplit with labels -1 (no gold label: only the
+    teacher's logits teach them). MinibertError if they are longer than max_length (the file was
+    made with a larger --max-length than this run's; its logits belong to the untruncated text)."""
+    from minibert.batches import EncodedSplit
+    longest = int(aug.lengths.max()) if len(aug.lengths) else 0
+    if longest > max_length:
+        raise MinibertError(f"--transfer: the file holds sentences of {longest} tokens (made with "
+                            f"--max-length {aug.meta.get('max_length')}), longer than this run's "
+                            f"--max-length {max_length}; use the same --max-length for both")
+    T = max(longest, 1)
+    mask = (np.arange(T)[None, :] < aug.lengths[:, None]).astype(np.int64)    # (M,T)
+    return EncodedSplit(ids=aug.ids[:, :T], mask=mask, token_type_ids=aug.token_type_ids[:, :T],
+                        labels=np.full(len(aug.lengths), -1, np.int64), lengths=aug.lengths)
+
+
+def concat_splits(a, b):
+    """Two EncodedSplits as one (rows of a, then rows of b), padded to the longer Tmax."""
+    from minibert.batches import EncodedSplit
+    T = max(a.ids.shape[1], b.ids.shape[1])
+
+    def pad(x):                                                          # (N,t) -> (N,T) with zeros
+        return np.pad(x, ((0, 0), (0, T - x.shape[1])))
+    return EncodedSplit(ids=np.concatenate([pad(a.ids), pad(b.ids)]),
+                        mask=np.concatenate([pad(a.mask), pad(b.mask)]),
+                        token_type_ids=np.concatenate([pad(a.token_type_ids), pad(b.token_type_ids)]),
+                        labels=np.concatenate([a.labels, b.labels]),
+                        lengths=np.concatenate([a.lengths, b.lengths]))
+
+
+def read_transfer(path, teacher_dir, train_examples, num_labels: int, max_length: int):
+    """`distill --transfer PATH`: the checked file as (EncodedSplit with labels -1, logits (M,C)).
+
+    MinibertError when the file is unreadable, was made by another teacher or tokenizer, from
+    other training examples (another --data / --limit / --seed), or with longer sentences."""
+    aug = load_augmented(path)
+    check_augmented_for(aug, teacher_dir, path)
+    if aug.meta.get("source_fingerprint") != examples_fingerprint(train_examples):
+        raise MinibertError(
+            f"--transfer {path} augments other training examples ({aug.meta.get('n_source')} from "
+            f"--data {aug.meta.get('data')!r}, --limit {aug.meta.get('limit')}, --seed "
+            f"{aug.meta.get('seed')}) than this run's {len(train_examples)}; make it with the "
+            f"same --data, --limit and --seed as distill")
+    if aug.logits.shape[1] != num_labels:
+        raise MinibertError(f"--transfer {path}: {aug.logits.shape[1]} classes of teacher logits, "
+                            f"the teacher has {num_labels}")
+    return transfer_split(aug, max_length), aug.logits

@@ -9,8 +9,9 @@ import pytest
 
 from minibert.augment import (AugmentSettings, augment_sentences, check_augment_settings,
                               embedding_neighbours, mlm_candidates, sentence_variants,
-                              sentence_words, teacher_logits, vocabulary)
-from minibert.transfer_set import check_augmented_for, fingerprint, load_augmented, save_augmented
+                              sentence_words, vocabulary)
+from minibert.transfer_set import (check_augmented_for, fingerprint, load_augmented, save_augmented,
+                                   teacher_logits)
 from minibert.errors import MinibertError
 from minibert.model import bert_forward, classify_forward, init_params, mlm_forward
 from minibert.tokenizer import Tokenizer

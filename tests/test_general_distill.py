@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from minibert.errors import DataError, MinibertError
-from minibert.general_distill import (PROJ_PREFIX, GeneralSettings, check_general_settings,
-                                      general_loss, general_student, mask_tokens, mlm_distill_loss,
-                                      read_text_file, teacher_targets)
+from minibert.general_distill import read_text_file
+from minibert.general_objective import (GeneralSettings, check_general_settings, general_loss,
+                                        general_student, mask_tokens, mlm_distill_loss,
+                                        teacher_targets)
+from minibert.student import PROJ_PREFIX
 from minibert.gradcheck import numerical_vjp, rel_error
 from minibert.model import init_params
 
