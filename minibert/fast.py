@@ -9,8 +9,10 @@ tests/test_fast.py, which walks this table.
 
 Where the switch is: model.py's `fast` flag picks the kernels (model.kernels); fast_model.py calls
 model.py with fast=True and takes the packed path for inference on padded batches; the training loop
-calls fast_optim.adamw_step. train, distill, evaluate, infer and bench import from fast_model and
-fast_optim; the lessons and exercises import the reference modules.
+calls fast_optim.adamw_step. The pipeline's modules (train, objective, teacher_cache, evaluate,
+infer, bench, augment, general_distill, prune, quantize) import from fast_model and fast_optim, so
+student and teacher, training and inference, all run the fast path; the lessons and exercises
+import the reference modules.
 """
 
 from __future__ import annotations
