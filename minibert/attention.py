@@ -69,11 +69,16 @@ def _check_inputs(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads):
     """Validate attention's inputs (ValueError naming the argument and shapes); return them as arrays."""
     x = check_float("x", x, ndim=3)
     B, T, H = x.shape
-    if not isinstance(n_heads, (int, np.integer)) or n_heads < 1 or H % n_heads:
-        raise ValueError(f"n_heads: expected a positive divisor of H = {H} (x {x.shape}), got {n_heads}")
+    # A = n_heads * hs, the attention's width: H, or less in a layer whose heads were pruned
+    # (a W_qkv that cannot be (H, 3A) is reported against the unpruned (H, 3H))
+    cols = np.shape(W_qkv)[1] if np.ndim(W_qkv) == 2 else 0
+    A = cols // 3 if cols % 3 == 0 and 0 < cols <= 3 * H else H
+    if not isinstance(n_heads, (int, np.integer)) or n_heads < 1 or A < 1 or A % n_heads:
+        width = f"H = {H} (x {x.shape})" if A == H else f"the attention width A = {A} (W_qkv {np.shape(W_qkv)})"
+        raise ValueError(f"n_heads: expected a positive divisor of {width}, got {n_heads}")
     arrays = {}
-    for name, a, shape in (("W_qkv", W_qkv, (H, 3 * H)), ("b_qkv", b_qkv, (3 * H,)),
-                           ("W_o", W_o, (H, H)), ("b_o", b_o, (H,))):
+    for name, a, shape in (("W_qkv", W_qkv, (H, 3 * A)), ("b_qkv", b_qkv, (3 * A,)),
+                           ("W_o", W_o, (A, H)), ("b_o", b_o, (H,))):
         a = check_float(name, a)
         if a.shape != shape:
             raise ValueError(f"{name}: expected shape {shape} for x of shape {x.shape}, got {a.shape}")
@@ -108,6 +113,7 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
     """Multi-head self-attention with a padding bias.
 
     Inputs: x (B,T,H); W_qkv (H,3H) with columns [q | k | v], b_qkv (3H,); W_o (H,H), b_o (H,);
+            (a layer with pruned heads: W_qkv (H,3A), b_qkv (3A,), W_o (A,H), A = n_heads*hs < H);
             bias (B,1,1,T) from mask_to_bias, or None for no padding; n_heads dividing H;
             dropout_p, dropout on the attention probabilities; rng, a Generator, None = no dropout.
     Returns a tuple of: y (B,T,H); cache (AttentionCache; cache.scores and cache.probs are the
@@ -117,7 +123,7 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p: expected a probability in [0, 1), got {dropout_p}")
     B, T, H = x.shape
-    nh, hs = n_heads, H // n_heads
+    nh, hs = n_heads, W_qkv.shape[1] // 3 // n_heads                  # hs = H / nh (A / nh if pruned)
     scale = x.dtype.type(1.0 / math.sqrt(hs))
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                  # (B,T,H) -> (B,T,3H)
     qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)       # -> (3,B,nh,T,hs)
@@ -129,7 +135,7 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
     probs, _ = softmax_forward(scores)                                # (B,nh,T,T), rows sum to 1
     dropped, drop = dropout_forward(probs, dropout_p, rng, copy=False)   # (B,nh,T,T); eval: probs itself
     ctx = dropped @ v                                                 # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
-    ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, H)                  # heads side by side again: (B,T,H)
+    ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)            # heads side by side again: (B,T,H)
     y, out_cache = linear_forward(ctx, W_o, b_o)                      # (B,T,H) -> (B,T,H)
     return y, AttentionCache(qkv_cache, q, k, v, scores, probs, drop, out_cache, scale)
 
@@ -147,8 +153,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarra
     """
     qkv_cache, q, k, v, scores, probs, drop, out_cache, scale = cache
     B, nh, T, hs = q.shape
-    H = nh * hs
-    check_dout("dy", dy, (B, T, H))
+    H = nh * hs                      # the attention's width: the hidden size unless heads were pruned
+    check_dout("dy", dy, (B, T, out_cache.W.shape[1]))
     for name, extra in (("dscores", dscores), ("dprobs", dprobs)):
         if extra is not None:
             check_dout(name, extra, probs.shape)
@@ -191,18 +197,19 @@ def attention_naive(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: np
     """
     x, W_qkv, b_qkv, W_o, b_o, bias = _check_inputs(x, W_qkv, b_qkv, W_o, b_o, bias, n_heads)
     B, T, H = x.shape
-    nh, hs = n_heads, H // n_heads
+    A = W_qkv.shape[1] // 3                                           # nh*hs (H unless heads were pruned)
+    nh, hs = n_heads, A // n_heads
     scale = x.dtype.type(1.0 / math.sqrt(hs))
     y = np.empty((B, T, H), dtype=x.dtype)
     probs = np.empty((B, nh, T, T), dtype=x.dtype)
     for b in range(B):
-        qkv = x[b] @ W_qkv + b_qkv                                    # (T,H) @ (H,3H) -> (T,3H)
-        ctx = np.empty((T, H), dtype=x.dtype)
+        qkv = x[b] @ W_qkv + b_qkv                                    # (T,H) @ (H,3A) -> (T,3A)
+        ctx = np.empty((T, A), dtype=x.dtype)
         for h in range(nh):
             cols = slice(h * hs, (h + 1) * hs)                        # this head's hs columns
             q = qkv[:, cols]                                          # (T,hs)
-            k = qkv[:, H:][:, cols]                                   # (T,hs)
-            v = qkv[:, 2 * H:][:, cols]                               # (T,hs)
+            k = qkv[:, A:][:, cols]                                   # (T,hs)
+            v = qkv[:, 2 * A:][:, cols]                               # (T,hs)
             s = (q @ k.T) * scale                                     # (T,hs) @ (hs,T) -> (T,T)
             if bias is not None:
                 s = s + bias[b, 0]                                    # (T,T) + (1,T): per key

@@ -33,6 +33,9 @@ class BertConfig:
     pad_token_id: int = 0
     initializer_range: float = 0.02
     labels: list[str] | None = None  # class names, len == num_labels when given
+    pruned_heads: dict[str, list[int]] | None = None  # {"layer": [original head indices removed]}
+    activation_quant: str = "none"   # "none" | "dynamic" | "static": int8 linear inputs (inference)
+    activation_scales: dict[str, float] | None = None  # "encoder.{i}.attn.qkv" ... -> scale (static)
 
     def __post_init__(self) -> None:
         if self.labels is not None and isinstance(self.labels, tuple):
@@ -42,6 +45,10 @@ class BertConfig:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def heads_in_layer(self, i: int) -> int:
+        """Attention heads of layer i: num_heads minus the heads pruned from it (prune.py)."""
+        return self.num_heads - len((self.pruned_heads or {}).get(str(i), ()))
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is missing, mistyped or inconsistent."""
@@ -72,6 +79,8 @@ class BertConfig:
         if self.pad_token_id >= self.vocab_size:
             raise ValueError(f"BertConfig.pad_token_id={self.pad_token_id} is not < "
                              f"vocab_size={self.vocab_size}")
+        self.pruned_heads = _checked_pruned_heads(self.pruned_heads, self.num_layers, self.num_heads)
+        _check_activation_quant(self.activation_quant, self.activation_scales, self.num_layers)
         if self.labels is not None:
             if not isinstance(self.labels, list) or not all(isinstance(s, str) for s in self.labels):
                 raise ValueError(f"BertConfig.labels: expected a list of strings, got {self.labels!r}")
@@ -96,6 +105,55 @@ class BertConfig:
         return cls(**d)
 
 
+def _checked_pruned_heads(pruned, num_layers: int, num_heads: int):
+    """pruned_heads normalised ({"layer": sorted heads}, empty lists dropped, None if nothing is
+    pruned); ValueError for a layer or head that does not exist, a repeat, or a layer left empty."""
+    if pruned is None:
+        return None
+    if not isinstance(pruned, dict):
+        raise ValueError(f"BertConfig.pruned_heads: expected {{layer: [heads]}}, got {pruned!r}")
+    clean = {}
+    for layer, heads in pruned.items():
+        if not str(layer).isdigit() or not int(layer) < num_layers:
+            raise ValueError(f"BertConfig.pruned_heads: layer {layer!r} does not exist (num_layers={num_layers})")
+        if not isinstance(heads, (list, tuple)) or not all(
+                isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in heads):
+            raise ValueError(f"BertConfig.pruned_heads[{layer}]: expected a list of head indices, got {heads!r}")
+        if len(set(heads)) != len(heads):
+            raise ValueError(f"BertConfig.pruned_heads[{layer}]: a head is listed twice: {list(heads)}")
+        if any(not 0 <= h < num_heads for h in heads):
+            raise ValueError(f"BertConfig.pruned_heads[{layer}]: head indices must be in [0, {num_heads}), "
+                             f"got {list(heads)}")
+        if len(heads) == num_heads:
+            raise ValueError(f"BertConfig.pruned_heads[{layer}]: all {num_heads} heads removed; a layer "
+                             f"keeps at least one")
+        if heads:
+            clean[str(int(layer))] = sorted(int(h) for h in heads)
+    return dict(sorted(clean.items(), key=lambda kv: int(kv[0]))) or None
+
+
+def _check_activation_quant(mode, scales, num_layers: int) -> None:
+    """ValueError unless mode is none/dynamic/static and static has one positive scale per
+    encoder linear input (names as quantize.linear_inputs)."""
+    modes = ("none", "dynamic", "static")
+    if mode not in modes:
+        raise ValueError(f"BertConfig.activation_quant: expected one of {modes}, got {mode!r}")
+    if mode != "static":
+        if scales is not None:
+            raise ValueError("BertConfig.activation_scales: only static activation quantization has scales")
+        return
+    want = [f"encoder.{i}.{n}" for i in range(num_layers) for n in ("attn.qkv", "attn.out", "ffn.in", "ffn.out")]
+    got = scales if isinstance(scales, dict) else {}
+    missing, unknown = [n for n in want if n not in got], sorted(set(got) - set(want))
+    if missing or unknown:
+        raise ValueError(f"BertConfig.activation_scales: expected one scale per encoder linear input "
+                         f"({want[0]}, ...); missing {missing[:3]}, unknown {unknown[:3]}")
+    bad = [n for n, v in got.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+           or not (v > 0 and np.isfinite(v))]
+    if bad:
+        raise ValueError(f"BertConfig.activation_scales: {bad[:3]} must be positive numbers")
+
+
 def param_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     """THE list of parameter names, in order, with their shapes (linear weights stored (in, out))."""
     V, H, I, P = config.vocab_size, config.hidden_size, config.intermediate_size, config.max_position
@@ -108,9 +166,10 @@ def param_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     }
     for i in range(config.num_layers):
         p = f"encoder.{i}."
+        A = config.heads_in_layer(i) * config.head_size    # attention width: H unless heads were pruned
         shapes.update({
-            p + "attn.qkv.W": (H, 3 * H), p + "attn.qkv.b": (3 * H,),
-            p + "attn.out.W": (H, H), p + "attn.out.b": (H,),
+            p + "attn.qkv.W": (H, 3 * A), p + "attn.qkv.b": (3 * A,),
+            p + "attn.out.W": (A, H), p + "attn.out.b": (H,),
             p + "attn.ln.gamma": (H,), p + "attn.ln.beta": (H,),
             p + "ffn.in.W": (H, I), p + "ffn.in.b": (I,),
             p + "ffn.out.W": (I, H), p + "ffn.out.b": (H,),

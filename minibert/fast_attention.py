@@ -43,7 +43,7 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p: expected a probability in [0, 1), got {dropout_p}")
     B, T, H = x.shape
-    nh, hs = n_heads, H // n_heads
+    nh, hs = n_heads, W_qkv.shape[1] // 3 // n_heads                  # hs = H / nh (A / nh if pruned)
     scale = x.dtype.type(1.0 / math.sqrt(hs))
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                  # (B,T,H) -> (B,T,3H)
     qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)       # -> (3,B,nh,T,hs), a view
@@ -57,7 +57,7 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
     dropped, drop = dropout_forward(probs, dropout_p, rng, copy=False)   # (B,nh,T,T); eval: probs itself
     ctx = np.empty((B, T, nh, hs), dtype=x.dtype)                     # heads side by side again:
     np.matmul(dropped, v, out=ctx.transpose(0, 2, 1, 3))              # (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs) view
-    ctx = ctx.reshape(B, T, H)                                        # (B,T,nh,hs) -> (B,T,H), no copy
+    ctx = ctx.reshape(B, T, nh * hs)                                  # (B,T,nh,hs) -> (B,T,H), no copy
     y, out_cache = linear_forward(ctx, W_o, b_o)                      # (B,T,H) -> (B,T,H)
     return y, AttentionCache(qkv_cache, q, k, v, scores, probs, drop, out_cache, scale)
 
@@ -76,8 +76,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarra
     """
     qkv_cache, q, k, v, scores, probs, drop, out_cache, scale = cache
     B, nh, T, hs = q.shape
-    H = nh * hs
-    check_dout("dy", dy, (B, T, H))
+    H = nh * hs                      # the attention's width: the hidden size unless heads were pruned
+    check_dout("dy", dy, (B, T, out_cache.W.shape[1]))
     for name, extra in (("dscores", dscores), ("dprobs", dprobs)):
         if extra is not None:
             check_dout(name, extra, probs.shape)

@@ -30,6 +30,7 @@ from minibert.fast_attention import attention_packed
 from minibert.fast_layers import gelu
 from minibert.heads import MLMCache, classifier_forward, mlm_forward as _mlm_forward
 from minibert.layers import _skip_finite_checks, check_finite, layernorm_forward, linear_forward
+from minibert.quantize import quantize_activation as act
 from minibert.model import BertCache, BertOutput, ClassifyCache, classify_backward  # noqa: F401
 
 __all__ = ["bert_forward", "classify_forward", "classify_backward", "mlm_forward"]
@@ -47,7 +48,7 @@ def bert_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
     if not keep_cache and rng is None:
         check_params(params, config)                               # model.bert_forward's checks, in its order
         ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
-        if not mask.all():
+        if not mask.all() or config.activation_quant != "none":   # int8 activations: only here
             return _bert_forward_packed(params, config, ids, mask, token_type_ids,
                                         output_hidden, output_attentions), None
     return model.bert_forward(params, config, ids, mask, token_type_ids, rng, output_hidden,
@@ -104,7 +105,7 @@ def _bert_forward_packed(params, config, ids, mask, token_type_ids, output_hidde
     Inputs: as model.bert_forward (checked).
     Returns: BertOutput with last / hidden_states (B,T,H) and attentions / scores (B,nh,T,T)."""
     B, T = ids.shape
-    H, nh, eps = config.hidden_size, config.num_heads, config.layer_norm_eps
+    eps = config.layer_norm_eps
     idx = np.flatnonzero(mask.reshape(-1))                         # (N,) flat positions of real tokens
     starts = np.searchsorted(idx, np.arange(B + 1) * T)            # (B+1,) sequence b = rows starts[b]:starts[b+1]
     x = params["embeddings.word"][ids.reshape(-1)[idx]]            # (N,H)
@@ -117,14 +118,20 @@ def _bert_forward_packed(params, config, ids, mask, token_type_ids, output_hidde
         scores_all = [] if output_attentions else None
         for i in range(config.num_layers):
             p = f"encoder.{i}."
-            qkv, _ = linear_forward(h, params[p + "attn.qkv.W"], params[p + "attn.qkv.b"])  # (N,H) -> (N,3H)
-            ctx, scores, probs = attention_packed(qkv, starts, nh, keep_probs=output_attentions)  # (N,H)
-            a, _ = linear_forward(ctx, params[p + "attn.out.W"], params[p + "attn.out.b"])  # (N,H)
+            # act(x, config, name): x itself, or x rounded to int8 (config.activation_quant)
+            qkv, _ = linear_forward(act(h, config, p + "attn.qkv"), params[p + "attn.qkv.W"],
+                                    params[p + "attn.qkv.b"])     # (N,H) -> (N,3A), A = nh_i*hs (H unpruned)
+            ctx, scores, probs = attention_packed(qkv, starts, config.heads_in_layer(i),
+                                                  keep_probs=output_attentions)  # (N,A)
+            a, _ = linear_forward(act(ctx, config, p + "attn.out"), params[p + "attn.out.W"],
+                                  params[p + "attn.out.b"])       # (N,A) -> (N,H)
             a += h                                                 # residual
             x1, _ = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"], eps)
-            f, _ = linear_forward(x1, params[p + "ffn.in.W"], params[p + "ffn.in.b"])   # (N,H) -> (N,I)
+            f, _ = linear_forward(act(x1, config, p + "ffn.in"), params[p + "ffn.in.W"],
+                                  params[p + "ffn.in.b"])         # (N,H) -> (N,I)
             f = gelu(f)                                            # (N,I)
-            f, _ = linear_forward(f, params[p + "ffn.out.W"], params[p + "ffn.out.b"])  # (N,I) -> (N,H)
+            f, _ = linear_forward(act(f, config, p + "ffn.out"), params[p + "ffn.out.W"],
+                                  params[p + "ffn.out.b"])        # (N,I) -> (N,H)
             f += x1                                                # residual
             h, _ = layernorm_forward(f, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"], eps)  # (N,H)
             if output_hidden:

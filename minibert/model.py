@@ -163,7 +163,7 @@ def encoder_layer_forward(params: dict, config: BertConfig, i: int, x: np.ndarra
     k = kernels(fast)
     a, attn_cache = k.attention_forward(
         x, params[p + "attn.qkv.W"], params[p + "attn.qkv.b"], params[p + "attn.out.W"],
-        params[p + "attn.out.b"], bias, config.num_heads, config.attention_dropout, rng)  # (B,T,H)
+        params[p + "attn.out.b"], bias, config.heads_in_layer(i), config.attention_dropout, rng)  # (B,T,H)
     a, attn_drop = dropout_forward(a, config.hidden_dropout, rng, copy=False)  # (B,T,H)
     a += x                                    # residual, in place: a is a fresh array nobody keeps
     x1, attn_ln = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"],
@@ -254,6 +254,10 @@ def bert_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
     ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a np.random.Generator or None, got {type(rng).__name__}")
+    if config.activation_quant != "none":
+        raise ValueError(f"config.activation_quant={config.activation_quant!r}: int8 activations are for "
+                         f"inference only, in fast_model.bert_forward(keep_cache=False, rng=None); "
+                         f"train or inspect the float model (activation_quant='none')")
     bias = mask_to_bias(mask, dtype)                               # (B,T) -> (B,1,1,T) in dtype
     with _skip_finite_checks():          # no NaN/inf scan of every layer input; one of h at the end
         h, emb_cache = embeddings_forward(params, config, ids, token_type_ids, rng)  # (B,T) -> (B,T,H)
@@ -289,8 +293,9 @@ def _check_grad_list(name, grads, n, shape, dtype):
     for k, g in enumerate(grads):
         if g is not None:
             g = np.asarray(g)
-            if g.shape != shape:
-                raise ValueError(f"{name}[{k}]: expected shape {shape}, got {g.shape}")
+            want = shape[k] if isinstance(shape, list) else shape      # one shape, or one per entry
+            if g.shape != want:
+                raise ValueError(f"{name}[{k}]: expected shape {want}, got {g.shape}")
             g = g.astype(dtype, copy=False)
         out.append(g)
     return out
@@ -309,10 +314,10 @@ def bert_backward(dlast: np.ndarray | None, cache: BertCache, dhidden: list | No
         raise ValueError("cache: None; run bert_forward with keep_cache=True to backpropagate")
     B, T, H = cache.shape
     L = len(cache.layers)
-    nh = cache.layers[0].attn.probs.shape[1] if L else 0
+    grids = [(B, c.attn.probs.shape[1], T, T) for c in cache.layers]   # heads per layer (pruning)
     dhidden = _check_grad_list("dhidden", dhidden, L + 1, (B, T, H), cache.dtype)
-    dscores = _check_grad_list("dscores", dscores, L, (B, nh, T, T), cache.dtype)
-    dprobs = _check_grad_list("dprobs", dprobs, L, (B, nh, T, T), cache.dtype)
+    dscores = _check_grad_list("dscores", dscores, L, grids, cache.dtype)
+    dprobs = _check_grad_list("dprobs", dprobs, L, grids, cache.dtype)
     if dlast is None:
         g = np.zeros((B, T, H), dtype=cache.dtype)                 # (B,T,H)
     else:

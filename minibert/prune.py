@@ -94,13 +94,12 @@ def head_gate_backward(dout, cache):
 
 def heads_per_layer(config) -> list[int]:
     """The number of attention heads of each layer: num_heads minus that layer's pruned heads."""
-    pruned = getattr(config, "pruned_heads", None) or {}
-    return [config.num_heads - len(pruned.get(str(i), ())) for i in range(config.num_layers)]
+    return [config.heads_in_layer(i) for i in range(config.num_layers)]
 
 
 def remaining_heads(config, layer: int) -> list[int]:
     """Original indices (0..num_heads-1) of the heads layer `layer` still has, in order."""
-    gone = set((getattr(config, "pruned_heads", None) or {}).get(str(layer), ()))
+    gone = set((config.pruned_heads or {}).get(str(layer), ()))
     return [h for h in range(config.num_heads) if h not in gone]
 
 
@@ -212,7 +211,7 @@ def remove_heads(params: dict, config, remove: dict[int, list[int]]):
     import dataclasses
 
     hs, counts = config.head_size, heads_per_layer(config)
-    pruned = {k: list(v) for k, v in (getattr(config, "pruned_heads", None) or {}).items()}
+    pruned = {k: list(v) for k, v in (config.pruned_heads or {}).items()}
     new = dict(params)
     for i, local in remove.items():
         if not 0 <= int(i) < config.num_layers:
@@ -236,3 +235,33 @@ def remove_heads(params: dict, config, remove: dict[int, list[int]]):
         original = remaining_heads(config, i)
         pruned[str(i)] = sorted(set(pruned.get(str(i), [])) | {original[h] for h in local})
     return new, dataclasses.replace(config, pruned_heads=pruned or None)
+
+
+def pad_pruned_heads(params: dict, config):
+    """The inverse of remove_heads up to zeros: every removed head back in its original place with
+    zero weights (q, k, v columns and W_o rows 0, so its context never reaches the output).
+    The result is an unpruned model that computes exactly what the pruned one computes; it is
+    how a pruned model exports to a layout (Hugging Face transformers >= 5) that has no
+    per-layer head counts.
+    Returns: (new params, the config without pruned_heads); params itself if nothing is pruned."""
+    import dataclasses
+
+    if not config.pruned_heads:
+        return params, config
+    H, hs, nh = config.hidden_size, config.head_size, config.num_heads
+    new = dict(params)
+    for i in range(config.num_layers):
+        kept = remaining_heads(config, i)
+        if len(kept) == nh:
+            continue
+        cols = np.concatenate([np.arange(h * hs, (h + 1) * hs) for h in kept])   # (A',) in the full block
+        full_cols = np.concatenate([cols, cols + H, cols + 2 * H])              # (3A',) in [q | k | v]
+        p = f"encoder.{i}.attn."
+        W = np.zeros((H, 3 * H), params[p + "qkv.W"].dtype)
+        W[:, full_cols] = params[p + "qkv.W"]                                    # (H,3A') -> (H,3H)
+        b = np.zeros(3 * H, params[p + "qkv.b"].dtype)
+        b[full_cols] = params[p + "qkv.b"]
+        Wo = np.zeros((H, H), params[p + "out.W"].dtype)
+        Wo[cols] = params[p + "out.W"]                                           # (A',H) -> (H,H)
+        new[p + "qkv.W"], new[p + "qkv.b"], new[p + "out.W"] = W, b, Wo
+    return new, dataclasses.replace(config, pruned_heads=None)

@@ -67,14 +67,16 @@ def quantize(w, bits: int = 8, axis: int | None = None) -> tuple[np.ndarray, np.
         raise ValueError(f"w: contains NaN or inf (shape {w.shape}); cannot quantize it")
     if axis is not None and (w.ndim != 2 or axis not in (0, 1)):
         raise ValueError(f"axis: expected None, 0 or 1 for a 2-D tensor, got axis={axis} for shape {w.shape}")
-    top = qmax(bits)
-    reduce = tuple(range(w.ndim)) if axis is None else (1 - axis,)
+    top = np.float32(qmax(bits))
+    reduce = tuple(range(w.ndim)) if axis is None else (1 - axis,)     # the axes one scale covers
     w32 = w.astype(np.float32, copy=False)
-    amax = np.abs(w32).max(axis=reduce, keepdims=True)                 # (1,M) / (D,1) / (1,1)
-    scale = np.where(amax > 0, amax / np.float32(top), np.float32(1)).astype(np.float32)
     # BEGIN EXERCISE quantize
-    q = np.rint(w32 / scale)                                           # nearest level, ties to even
-    np.clip(q, -top, top, out=q)                                       # |w| = amax lands on qmax exactly
+    # the range of each slice: max |w| over the reduced axes, kept as size-1 axes
+    amax = np.abs(w32).max(axis=reduce, keepdims=True)                 # (1,M) / (D,1) / (1,1)
+    # one step of the grid, so that amax lands exactly on the top level (1 for an all-zero slice)
+    scale = np.where(amax > 0, amax / top, np.float32(1)).astype(np.float32)
+    # the nearest level (ties to even), clipped to the symmetric range [-qmax, qmax]
+    q = np.clip(np.rint(w32 / scale), -top, top)
     # END EXERCISE quantize
     return q.astype(np.int8), scale
 
@@ -247,13 +249,13 @@ def calibrate(params: dict, config, batches, percentile: float = 100.0) -> dict[
             percentile of |x| taken as the clipping point (100 = the max).
     Returns: {linear name: scale = clip point / 127}, names as linear_inputs(config).
     MinibertError when there is no batch (calibration data with no rows)."""
-    from minibert.fast_model import bert_forward
+    from minibert.model import bert_forward      # (fast_model imports this module: no cycle)
 
     names = linear_inputs(config)
     seen: dict[str, list] = {n: [] for n in names}
     n_rows = 0
     for b in batches:
-        _, cache = bert_forward(params, config, b.ids, b.mask, b.token_type_ids)
+        _, cache = bert_forward(params, config, b.ids, b.mask, b.token_type_ids, fast=True)
         n_rows += int(b.ids.shape[0])
         for i, layer in enumerate(cache.layers):
             real = np.asarray(b.mask, dtype=bool)                           # (B,T)

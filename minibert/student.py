@@ -109,7 +109,8 @@ def student_config(teacher: BertConfig, layers: int, hidden_size: int | None = N
     if intermediate_size is None:
         intermediate_size = h * teacher.intermediate_size // teacher.hidden_size
     d.update(num_layers=layers, hidden_size=h, num_heads=heads,
-             intermediate_size=int(intermediate_size), mlm_head=False)
+             intermediate_size=int(intermediate_size), mlm_head=False,
+             pruned_heads=None, activation_quant="none", activation_scales=None)  # a full float student
     return BertConfig.from_dict(d)
 
 

@@ -37,6 +37,7 @@ from minibert.files import (  # noqa: F401 (atomic_write_*: re-exported, see INT
     sha256_file,
 )
 from minibert.model import BertConfig, check_param_shapes, param_shapes
+from minibert.quantize import dequantize_tensors, is_quantized
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -115,7 +116,8 @@ def _read_safetensors(path) -> dict:
 
 
 def load_model(model_dir) -> tuple[dict, BertConfig]:
-    """Inputs: a directory written by save_model / convert / fetch-teacher.
+    """Inputs: a directory written by save_model / convert / fetch-teacher, or by `minibert
+    quantize` (int8 weights are dequantized here, so every command reads such a model as is).
     Returns (params: dict of float32 arrays, config). CheckpointError when a file is missing,
     corrupt or the tensors disagree with config.json."""
     model_dir = Path(model_dir)
@@ -131,6 +133,8 @@ def load_model(model_dir) -> tuple[dict, BertConfig]:
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{model_dir / CONFIG_FILE} is not a valid minibert config: {err}") from None
     tensors = _read_safetensors(model_dir / MODEL_FILE)
+    if is_quantized(tensors):            # `minibert quantize` output: int8 weights * float32 scales
+        tensors = dequantize_tensors(tensors, str(model_dir / MODEL_FILE))
     _check_params(tensors, config, str(model_dir / MODEL_FILE))
     params = {}
     for name in param_shapes(config):

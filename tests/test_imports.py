@@ -28,7 +28,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minibert"
 # The reference maths and its fast stand-ins (fast_*.py, matched by prefix). Everything else
 # (io: tokenizer, weights, data, files, checkpoints, ...; workflows: train, distill, ...; the
 # cli) sits above them.
-CORE = {"layers", "attention", "config", "model", "heads", "losses", "optim", "gradcheck", "fast"}
+CORE = {"layers", "attention", "config", "model", "heads", "losses", "optim", "gradcheck", "fast",
+        "quantize", "prune"}   # quantize, prune: arithmetic on arrays too (the int8 format, head gates)
 CORE_MAY_ALSO_IMPORT = {"errors"}
 
 

@@ -158,3 +158,146 @@ def test_choose_heads_bad_requests_are_clear_errors(kw, match):
 def test_heads_per_layer_of_an_unpruned_model():
     _, config = _model(num_layers=3, num_heads=4)
     assert heads_per_layer(config) == [4, 4, 4]
+
+
+# ----------------------------------------------------------------------------------------------
+# Removing heads for real: the config, the model, the files, the command
+
+
+def _zero_heads(params, config, remove):
+    """The unpruned model with the removed heads' gates at 0 (their rows of W_o zeroed)."""
+    hs = config.head_size
+    p = dict(params)
+    for i, heads in remove.items():
+        W = p[f"encoder.{i}.attn.out.W"].copy()
+        for h in heads:
+            W[h * hs:(h + 1) * hs] = 0
+        p[f"encoder.{i}.attn.out.W"] = W
+    return p
+
+
+def test_removed_heads_compute_what_zero_gates_compute_on_both_paths():
+    from minibert import fast_model
+    from minibert.model import bert_backward, bert_forward, param_shapes
+    from minibert.prune import remove_heads
+    params, config = _model(num_layers=2, num_heads=4)
+    remove = {0: [1, 3], 1: [0]}
+    pp, pc = remove_heads(params, config, remove)
+    assert heads_per_layer(pc) == [2, 3] and pc.pruned_heads == {"0": [1, 3], "1": [0]}
+    assert param_shapes(pc)["encoder.0.attn.qkv.W"] == (16, 3 * 2 * 4) == pp["encoder.0.attn.qkv.W"].shape
+    assert pp["encoder.1.attn.out.W"].shape == (3 * 4, 16)
+    b = _batch(config)
+    ref, _ = bert_forward(_zero_heads(params, config, remove), config, b.ids, b.mask, b.token_type_ids)
+    real = b.mask.astype(bool)
+    for fwd, kw in ((bert_forward, {}), (fast_model.bert_forward, {}),
+                    (fast_model.bert_forward, {"keep_cache": False})):   # reference, fast, packed
+        out, _ = fwd(pp, pc, b.ids, b.mask, b.token_type_ids, **kw)
+        assert np.abs(out.last[real] - ref.last[real]).max() < 1e-12
+    # and the backward of the pruned model against finite differences (float64, tolerance 1e-7)
+    def forward(**p):
+        out, cache = bert_forward({**pp, **p}, pc, b.ids, b.mask, b.token_type_ids)
+        return out.last, cache
+    def backward(dout, cache):
+        return bert_backward(dout, cache)
+    wrt = {k: pp[k] for k in ("encoder.0.attn.qkv.W", "encoder.0.attn.out.W", "encoder.1.attn.qkv.b")}
+    errors = check_gradients(forward, backward, wrt, np.random.default_rng(0), max_checks=40)
+    print("pruned model gradients:", errors)
+    assert max(errors.values()) <= GRAD_TOL
+
+
+def test_pruning_twice_records_original_head_indices():
+    from minibert.prune import remaining_heads, remove_heads
+    params, config = _model(num_layers=1, num_heads=4)
+    p1, c1 = remove_heads(params, config, {0: [1]})                      # heads left: 0 2 3
+    p2, c2 = remove_heads(p1, c1, {0: [1]})                              # local 1 = original 2
+    assert c2.pruned_heads == {"0": [1, 2]} and remaining_heads(c2, 0) == [0, 3]
+    b = _batch(config)
+    from minibert.model import bert_forward
+    ref, _ = bert_forward(_zero_heads(params, config, {0: [1, 2]}), config, b.ids, b.mask)
+    out, _ = bert_forward(p2, c2, b.ids, b.mask)
+    real = b.mask.astype(bool)
+    assert np.abs(out.last[real] - ref.last[real]).max() < 1e-12
+
+
+@pytest.mark.parametrize("pruned, match", [
+    ({"2": [0]}, "layer"), ({"0": [4]}, "head"), ({"0": [0, 1, 2, 3]}, "all"), ({"0": [1, 1]}, "twice"),
+])
+def test_config_refuses_impossible_pruned_heads(pruned, match):
+    import dataclasses
+    _, config = _model(num_layers=2, num_heads=4)
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(config, pruned_heads=pruned)
+
+
+def test_pruned_model_saves_loads_and_a_config_that_disagrees_is_refused(tmp_path):
+    import json
+
+    from minibert.errors import CheckpointError
+    from minibert.prune import remove_heads
+    from minibert.weights import load_model, save_model
+    params, config = _model()
+    pp, pc = remove_heads({k: v.astype(np.float32) for k, v in params.items()}, config, {1: [2]})
+    save_model(tmp_path / "m", pp, pc)
+    back, bc = load_model(tmp_path / "m")
+    assert bc == pc and back["encoder.1.attn.qkv.W"].shape == (16, 36)
+    raw = json.loads((tmp_path / "m" / "config.json").read_text())
+    raw["pruned_heads"] = {"1": [2, 3]}                                    # one head more than the tensors
+    (tmp_path / "m" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="encoder.1.attn"):
+        load_model(tmp_path / "m")
+
+
+def _tiny_task(tmp_path):
+    from tiny import make_tiny_model_dir, write_tiny_dataset
+    model = make_tiny_model_dir(tmp_path / "m", num_labels=2, num_heads=4, hidden_size=32,
+                                finetuned=True)
+    return model, write_tiny_dataset(tmp_path / "d.csv", n=80)
+
+
+def test_prune_heads_command_removes_heads_and_every_command_runs_the_result(tmp_path, capsys):
+    import json
+
+    from minibert.cli import main
+    from minibert.weights import load_model
+    model, data = _tiny_task(tmp_path)
+    out = tmp_path / "p"
+    assert main(["prune-heads", "--model", str(model), "--data", f"csv:{data}", "--fraction", "0.5",
+                 "--out", str(out)]) == 0
+    params, config = load_model(out)
+    assert sum(heads_per_layer(config)) == 4 and min(heads_per_layer(config)) >= 1
+    record = json.loads((out / "prune.json").read_text())
+    assert record["heads_per_layer"] == heads_per_layer(config)
+    assert sum(len(v) for v in record["removed"].values()) == 4
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", f"csv:{data}"]) == 0
+    assert main(["predict", "--model", str(out), "a good movie"]) == 0
+    assert main(["quantize", "--model", str(out), "--out", str(tmp_path / "pq")]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "pq"), "--data", f"csv:{data}"]) == 0
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--keep", "0"], "at least one head"), (["--keep", "9"], "only 8 heads"),
+    (["--fraction", "1.5"], r"\[0, 1\)"), ([], "--keep K"),
+])
+def test_prune_heads_bad_requests_exit_2_with_a_clear_message(tmp_path, capsys, flags, match):
+    import re
+
+    from minibert.cli import main
+    model, data = _tiny_task(tmp_path)
+    rc = main(["prune-heads", "--model", str(model), "--data", f"csv:{data}", "--out",
+               str(tmp_path / "p"), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(match, err) and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_prune_heads_with_redistillation_trains_from_the_pruned_weights(tmp_path, capsys):
+    import json
+
+    from minibert.cli import main
+    model, data = _tiny_task(tmp_path)
+    out = tmp_path / "p"
+    assert main(["prune-heads", "--model", str(model), "--data", f"csv:{data}", "--keep", "3",
+                 "--out", str(out), "--teacher", str(model), "--epochs", "1"]) == 0
+    record = json.loads((out / "prune.json").read_text())
+    assert record["redistill"]["epochs"] == 1 and 0 <= record["redistill"]["dev_accuracy"] <= 1

@@ -200,3 +200,125 @@ def test_calibrate_gives_one_positive_scale_per_linear_and_refuses_no_rows():
     assert scales["encoder.0.attn.qkv"] == pytest.approx(np.abs(h0).max() / 127, rel=1e-6)
     with pytest.raises(MinibertError, match="no rows"):
         calibrate(params, config, [])
+
+
+# ----------------------------------------------------------------------------------------------
+# The command, the load path, and the model running quantized activations
+
+
+def _tiny_dirs(tmp_path, hidden_size=64, num_heads=4):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import make_tiny_model_dir, write_tiny_dataset
+    model = make_tiny_model_dir(tmp_path / "m", num_labels=2, hidden_size=hidden_size,
+                                num_heads=num_heads, intermediate_size=2 * hidden_size, finetuned=True)
+    return model, write_tiny_dataset(tmp_path / "d.csv", n=80)
+
+
+def test_quantize_command_writes_int8_that_every_command_loads(tmp_path, capsys):
+    import safetensors.numpy
+
+    from minibert.cli import main
+    from minibert.evaluate import predict_texts
+    from minibert.tokenizer import Tokenizer
+    from minibert.weights import load_model
+    model, data = _tiny_dirs(tmp_path)
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", str(model), "--out", str(out)]) == 0
+    raw = safetensors.numpy.load_file(str(out / "model.safetensors"))
+    assert raw["encoder.0.attn.qkv.W"].dtype == np.int8 and raw["embeddings.word"].dtype == np.int8
+    enc = lambda d: sum(v.nbytes for k, v in d.items() if k.startswith("encoder."))  # noqa: E731
+    floats = safetensors.numpy.load_file(str(model / "model.safetensors"))
+    print(f"encoder bytes int8/float32: {enc(raw) / enc(floats):.3f}")
+    assert enc(raw) / enc(floats) < 0.30
+    params, config = load_model(out)                                   # no option: dequantized
+    ref, _ = load_model(model)
+    assert all(params[k].dtype == np.float32 for k in params)
+    assert max(float(np.abs(params[k] - ref[k]).max()) for k in ref) < 0.01
+    texts = ["a good movie", "it was awful and sad", "the plot"]
+    tok = Tokenizer.from_dir(model)
+    np.testing.assert_allclose(predict_texts(params, config, tok, texts),
+                               predict_texts(ref, config, tok, texts), atol=0.02)
+    capsys.readouterr()
+    for argv in (["evaluate", "--model", str(out), "--data", f"csv:{data}"],
+                 ["predict", "--model", str(out), "a good movie"]):
+        assert main(argv) == 0, argv
+    (tmp_path / "t.txt").write_text("a good movie\nthe plot\n")
+    assert main(["embed", "--model", str(out), "--text-file", str(tmp_path / "t.txt"),
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (2, 64)
+
+
+def test_quantizing_a_quantized_model_is_a_clear_error(tmp_path, capsys):
+    from minibert.cli import main
+    model, _ = _tiny_dirs(tmp_path)
+    assert main(["quantize", "--model", str(model), "--out", str(tmp_path / "q")]) == 0
+    capsys.readouterr()
+    assert main(["quantize", "--model", str(tmp_path / "q"), "--out", str(tmp_path / "qq")]) == 2
+    err = capsys.readouterr().err
+    assert "already quantized" in err and "Traceback" not in err
+
+
+def test_calibration_data_with_no_rows_is_a_clear_error(tmp_path, capsys):
+    from minibert.cli import main
+    model, _ = _tiny_dirs(tmp_path)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    assert main(["quantize", "--model", str(model), "--out", str(tmp_path / "q"),
+                 "--calibrate", f"csv:{empty}"]) == 2
+    err = capsys.readouterr().err
+    assert "rows" in err or "empty" in err, err
+    assert not (tmp_path / "q" / "model.safetensors").exists()
+
+
+def _manual_forward(params, config, ids, act):
+    """An independent 1-sequence forward (no padding) that rounds every encoder linear's input
+    with `act(name, x)`: plain NumPy on the reference layers, heads by a loop."""
+    from minibert.layers import gelu_forward, layernorm_forward
+    eps = config.layer_norm_eps
+    x = params["embeddings.word"][ids] + params["embeddings.token_type"][0] + params["embeddings.position"][:len(ids)]
+    h, _ = layernorm_forward(x, params["embeddings.ln.gamma"], params["embeddings.ln.beta"], eps)
+    nh, hs, H = config.num_heads, config.head_size, config.hidden_size
+    for i in range(config.num_layers):
+        p = f"encoder.{i}."
+        qkv = act(p + "attn.qkv", h) @ params[p + "attn.qkv.W"] + params[p + "attn.qkv.b"]
+        ctx = np.zeros((len(ids), H), h.dtype)
+        for j in range(nh):
+            c = slice(j * hs, (j + 1) * hs)
+            s = qkv[:, c] @ qkv[:, H:2 * H][:, c].T / np.sqrt(hs)
+            pr = np.exp(s - s.max(1, keepdims=True))
+            ctx[:, c] = (pr / pr.sum(1, keepdims=True)) @ qkv[:, 2 * H:][:, c]
+        a = act(p + "attn.out", ctx) @ params[p + "attn.out.W"] + params[p + "attn.out.b"]
+        x1, _ = layernorm_forward(a + h, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"], eps)
+        f, _ = gelu_forward(act(p + "ffn.in", x1) @ params[p + "ffn.in.W"] + params[p + "ffn.in.b"])
+        f = act(p + "ffn.out", f) @ params[p + "ffn.out.W"] + params[p + "ffn.out.b"]
+        h, _ = layernorm_forward(f + x1, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"], eps)
+    return h
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_the_model_rounds_every_encoder_linear_input_like_an_independent_forward(mode):
+    import dataclasses
+
+    from minibert.fast_model import bert_forward
+    params, config = _tiny_params()
+    params = {k: v.astype(np.float64) for k, v in params.items()}
+    ids = np.random.default_rng(0).integers(5, config.vocab_size, size=9)
+    scales = {n: 0.02 + 0.001 * k for k, n in enumerate(
+        f"encoder.{i}.{m}" for i in range(config.num_layers) for m in ("attn.qkv", "attn.out", "ffn.in", "ffn.out"))}
+    qconfig = dataclasses.replace(config, activation_quant=mode,
+                                  activation_scales=scales if mode == "static" else None)
+    if mode == "dynamic":
+        act = lambda name, x: fake_quantize_rows(x)                          # noqa: E731
+    else:
+        act = lambda name, x: fake_quantize_static(x, scales[name])          # noqa: E731
+    want = _manual_forward(params, config, ids, act)
+    plain = _manual_forward(params, config, ids, lambda name, x: x)
+    mask = np.ones((2, 9), np.int64)
+    mask[1, 5:] = 0                                                          # a padded row too
+    out, _ = bert_forward(params, qconfig, np.stack([ids, ids]), mask, keep_cache=False)
+    assert np.abs(out.last[0] - want).max() < 1e-9
+    assert np.abs(want - plain).max() > 1e-4                                 # the rounding did something
+    with pytest.raises(ValueError, match="inference"):
+        bert_forward(params, qconfig, ids[None], keep_cache=True)
