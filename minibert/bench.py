@@ -561,7 +561,11 @@ def format_table(res) -> str:
 
 
 def cli_bench(args):
-    """`minibert bench [--json] [--repeats N] [--no-torch] [--batch-size B] [--seq-len T]`."""
+    """`minibert bench [--json] [--repeats N] [--no-torch] [--batch-size B] [--seq-len T]`
+    (`--augment N`: the augmentation stages instead, see minibert/bench_augment.py)."""
+    if getattr(args, "augment", None):
+        from minibert.bench_augment import cli_bench_augment
+        return cli_bench_augment(args)
     res = run_bench(batch_size=getattr(args, "batch_size", 32), seq_len=getattr(args, "seq_len", 64),
                     repeats=args.repeats, with_torch=not args.no_torch,
                     progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))

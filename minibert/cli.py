@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seq-len", type=positive_int, default=64, help="padded length of the batch")
+    p.add_argument("--augment", type=positive_int, default=None, metavar="N",
+                   help="instead: time `minibert augment`'s stages on N default-data sentences")
+    p.add_argument("--teacher", default=None, help="with --augment: the model (default weights/minilm-l6)")
     p.set_defaults(handler="minibert.bench:cli_bench")
 
     p = sub.add_parser("demo", help="the main job: fetch, fine-tune, distil, compare, plot")

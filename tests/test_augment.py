@@ -249,3 +249,25 @@ def test_top_k_columns_by_blocks_equals_a_full_sort():
         got = np.sort(top_k_columns(S, k, block=16), axis=1)
         want = np.sort(np.argsort(-S, axis=1, kind="stable")[:, :k], axis=1)
         assert np.array_equal(got, want), k
+
+
+def test_naive_neighbour_search_agrees_with_the_batched_one():
+    # the benchmark's per-occurrence baseline must compute the same lists it is compared with
+    from minibert.bench_augment import naive_neighbours
+    rng = np.random.default_rng(4)
+    table = rng.standard_normal((60, 8))
+    allowed = np.ones(60, bool)
+    allowed[:3] = False
+    keys = [(5,), (9, 40), (5,)]
+    fast = embedding_neighbours(table, keys, allowed, k=6)
+    for key, ids in zip(keys, naive_neighbours(table, keys, allowed, 6)):
+        assert ids.tolist() == fast[key].tolist()
+
+
+def test_augment_bench_runs_and_formats(tmp_path):
+    from minibert.bench_augment import format_augment_bench, run_augment_bench
+    model = tiny.make_tiny_model_dir(tmp_path / "m")                     # no head: one is added
+    data = tiny.write_tiny_dataset(tmp_path / "d.csv", n=40)
+    r = run_augment_bench(model, data=f"csv:{data}", n=20, per_example=3, naive_n=5)
+    assert r["sentences"] == 20 and 0 < r["augmented"] <= 60 and r["naive_n"] == 5
+    assert "sentences/s" in format_augment_bench(r)
