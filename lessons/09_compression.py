@@ -118,7 +118,8 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.6))
 for row, c in zip(rows, ["k", "C0", "C1", "C2", "C3"]):
     x = row["params"] / 1e6 if args.tiny else row["ms_per_example"]
     ax1.scatter(x, row["accuracy"], s=30 + row["params"] / max(r["params"] for r in rows) * 400,
-                color=c, alpha=0.7, label=f"{row['name']} ({row['params'] / 1e6:.2f}M"
+                color=c, alpha=0.7, label=f"{row['name']} ("
+                + (f"{row['params']:,}" if args.tiny else f"{row['params'] / 1e6:.1f}M")
                 + ("" if args.tiny else f", {row['speedup']:.1f}x") + ")")
 accs = [r["accuracy"] for r in rows]
 ax1.set_ylim(max(0.0, min(accs) - 0.08), min(1.0, max(accs)) + 0.05)
@@ -139,8 +140,8 @@ ax2.barh(names, parts[:, 0], label="embeddings")
 ax2.barh(names, parts[:, 1], left=parts[:, 0], label="encoder layers")
 ax2.barh(names, parts[:, 2], left=parts[:, 0] + parts[:, 1], label="head")
 ax2.set_xlabel("parameters (millions)")
-ax2.set_title(f"Where the parameters are: the embeddings are {parts[0, 0] / parts[0].sum():.0%} of the "
-              f"teacher and stay in every same-width student", fontsize=10)
+ax2.set_title(f"Where the parameters are: embeddings {parts[0, 0] / parts[0].sum():.0%} of the teacher,\n"
+              f"kept whole by every same-width student", fontsize=10)
 ax2.legend(fontsize=8)
 savefig(fig, "lesson09_compression.png")
 

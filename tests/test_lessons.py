@@ -66,3 +66,21 @@ def test_lesson_scripts_are_cut_into_notebook_cells():
     for script in LESSONS:
         text = (REPO / "lessons" / script).read_text(encoding="utf-8")
         assert text.count("\n# %%") >= 3, f"{script}: expected # %% cell markers (jupytext percent format)"
+
+
+def test_a_lesson_runs_cell_by_cell_as_in_a_notebook(tmp_path):
+    """What Jupyter/VS Code do with the # %% cells: run them one after another in one namespace,
+    inside a kernel (whose argv is not the lesson's), with MINIBERT_TINY=1 instead of --tiny."""
+    code = (
+        "import sys, types\n"
+        "sys.modules['ipykernel'] = types.ModuleType('ipykernel')\n"
+        "sys.argv = ['ipykernel_launcher.py', '-f', 'kernel.json']\n"
+        "g = {'__name__': '__main__', '__doc__': None}\n"
+        "for cell in open('01_gradients.py').read().split('\\n# %%'):\n"
+        "    exec(compile(cell, '01_gradients.py', 'exec'), g)\n")
+    env = dict(os.environ, MINIBERT_LESSON_OUT=str(tmp_path), MINIBERT_TINY="1", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO / "lessons", env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "All assertions hold" in proc.stdout
+    assert (tmp_path / "tiny" / "lesson01.json").is_file()
