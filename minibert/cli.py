@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a minibert model in the Hugging Face layout")
     p.add_argument("model_dir")
     p.add_argument("hf_out_dir")
+    p.add_argument("--pruned-heads-config", action="store_true",
+                   help="a pruned model as smaller tensors + pruned_heads in config.json (transformers < 5); "
+                        "default: removed heads written back as zeros, which every version loads")
     p.set_defaults(handler="minibert.weights:cli_export")
 
     p = sub.add_parser("embed", help="mean-pooled, L2-normalised sentence embeddings")

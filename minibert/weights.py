@@ -406,7 +406,8 @@ def _hf_to_config(hf: dict, num_labels: int, labels, state: dict) -> BertConfig:
         num_labels=num_labels, pooler="pooler.dense.weight" in state,
         mlm_head="cls.predictions.transform.dense.weight" in state,
         pad_token_id=int(hf.get("pad_token_id") or 0),
-        initializer_range=float(hf.get("initializer_range", 0.02)), labels=labels)
+        initializer_range=float(hf.get("initializer_range", 0.02)), labels=labels,
+        pruned_heads={str(k): list(v) for k, v in (hf.get("pruned_heads") or {}).items()} or None)
 
 
 def config_to_hf(config: BertConfig, architecture: str) -> dict:
@@ -426,6 +427,8 @@ def config_to_hf(config: BertConfig, architecture: str) -> dict:
         hf.update(num_labels=config.num_labels, problem_type="single_label_classification",
                   id2label={str(i): n for i, n in enumerate(names)},
                   label2id={n: i for i, n in enumerate(names)})
+    if config.pruned_heads:           # transformers < 5 prunes these heads at init, then loads
+        hf["pruned_heads"] = {str(k): list(v) for k, v in config.pruned_heads.items()}
     return hf
 
 
@@ -460,11 +463,20 @@ def convert_checkpoint(hf_dir, out_dir, verbose: bool = True) -> str:
     return report
 
 
-def export_hf(model_dir, hf_out_dir) -> Path:
+def export_hf(model_dir, hf_out_dir, pruned_heads_config: bool = False) -> Path:
     """Write a minibert model in the HF layout: BertForSequenceClassification (`bert.` prefix) when
     it has a classifier, BertForMaskedLM when it has an MLM head, else BertModel. The result loads
-    with transformers' from_pretrained, and `minibert convert` gives back the same model."""
+    with transformers' from_pretrained, and `minibert convert` gives back the same model.
+    A quantized model is written dequantized (float32). A model with pruned heads is written with
+    those heads back as zeros (prune.pad_pruned_heads: the same outputs, full-size tensors; what
+    transformers >= 5 loads, having no head pruning), or with pruned_heads_config as the smaller
+    tensors plus `pruned_heads` in config.json (the layout transformers < 5 reads)."""
     params, config = load_model(model_dir)
+    if config.pruned_heads and not pruned_heads_config:
+        from minibert.prune import pad_pruned_heads
+        print(f"pruned heads {config.pruned_heads} written back as zero heads (same outputs; "
+              f"--pruned-heads-config writes the smaller layout of transformers < 5)")
+        params, config = pad_pruned_heads(params, config)
     if config.num_labels > 0 and config.mlm_head:
         raise CheckpointError("model has both a classifier and an MLM head; no single HF architecture holds both")
     if config.num_labels > 0 and not config.pooler:
@@ -559,5 +571,5 @@ def cli_convert(args) -> int:
 
 
 def cli_export(args) -> int:
-    export_hf(args.model_dir, args.hf_out_dir)
+    export_hf(args.model_dir, args.hf_out_dir, pruned_heads_config=args.pruned_heads_config)
     return 0

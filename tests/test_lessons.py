@@ -26,6 +26,7 @@ LESSONS = {   # script -> figures it must write
     "07_distillation.py": ["lesson07_distillation.png"],
     "08_intermediate.py": ["lesson08_intermediate.png"],
     "09_compression.py": ["lesson09_compression.png"],
+    "11_shrink.py": ["lesson11_quant_error.png", "lesson11_heads.png"],
 }
 SLOW = {"06_finetune.py", "07_distillation.py", "08_intermediate.py", "09_compression.py", "05_bert.py"}
 

@@ -301,3 +301,53 @@ def test_prune_heads_with_redistillation_trains_from_the_pruned_weights(tmp_path
                  "--out", str(out), "--teacher", str(model), "--epochs", "1"]) == 0
     record = json.loads((out / "prune.json").read_text())
     assert record["redistill"]["epochs"] == 1 and 0 <= record["redistill"]["dev_accuracy"] <= 1
+
+
+def _transformers_logits(hf_dir, ids, mask):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = transformers.BertForSequenceClassification.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+
+
+@pytest.mark.torch
+def test_pruned_model_exports_with_zero_heads_and_transformers_gives_the_same_logits(tmp_path):
+    """Default export: removed heads written back as zero heads (transformers >= 5 has no head
+    pruning); live against transformers, skipped without it."""
+    import safetensors.numpy
+
+    from minibert.fast_model import classify_forward
+    from minibert.prune import remove_heads
+    from minibert.weights import export_hf, save_model
+    params, config = _model(dtype=np.float32)
+    pp, pc = remove_heads(params, config, {0: [0, 2], 1: [3]})
+    save_model(tmp_path / "m", pp, pc)
+    export_hf(tmp_path / "m", tmp_path / "hf")
+    hf = safetensors.numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    q0 = hf["bert.encoder.layer.0.attention.self.query.weight"]              # (out, in) = (H, H)
+    assert q0.shape == (16, 16) and not q0[0:4].any() and not q0[8:12].any() and q0[4:8].any()
+    b = _batch(config)
+    ours, _, _ = classify_forward(pp, pc, b.ids, b.mask, keep_cache=False)
+    theirs = _transformers_logits(tmp_path / "hf", b.ids, b.mask)
+    assert np.abs(ours - theirs).max() <= 1e-4                               # float32 vs float32
+
+
+def test_pruned_heads_config_export_converts_back_to_the_same_model(tmp_path):
+    """--pruned-heads-config: the smaller tensors + pruned_heads (transformers < 5's layout);
+    minibert convert reads it back exactly."""
+    import json
+
+    from minibert.prune import remove_heads
+    from minibert.weights import convert_checkpoint, export_hf, load_model, save_model
+    from tiny import write_tiny_tokenizer
+    params, config = _model(dtype=np.float32)
+    pp, pc = remove_heads(params, config, {1: [1, 2]})
+    save_model(tmp_path / "m", pp, pc, tokenizer_dir=write_tiny_tokenizer(tmp_path / "tok"))
+    export_hf(tmp_path / "m", tmp_path / "hf", pruned_heads_config=True)
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["pruned_heads"] == {"1": [1, 2]}
+    convert_checkpoint(tmp_path / "hf", tmp_path / "back", verbose=False)
+    back, bc = load_model(tmp_path / "back")
+    assert bc.pruned_heads == {"1": [1, 2]}
+    for k in pp:
+        np.testing.assert_array_equal(back[k], pp[k], err_msg=k)

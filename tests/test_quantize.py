@@ -322,3 +322,29 @@ def test_the_model_rounds_every_encoder_linear_input_like_an_independent_forward
     assert np.abs(want - plain).max() > 1e-4                                 # the rounding did something
     with pytest.raises(ValueError, match="inference"):
         bert_forward(params, qconfig, ids[None], keep_cache=True)
+
+
+@pytest.mark.torch
+def test_quantized_model_exports_dequantized_and_transformers_gives_the_same_logits(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import safetensors.numpy
+
+    from minibert.cli import main
+    from minibert.fast_model import classify_forward
+    from minibert.weights import load_model
+    model, _ = _tiny_dirs(tmp_path)
+    assert main(["quantize", "--model", str(model), "--out", str(tmp_path / "q")]) == 0
+    assert main(["export", str(tmp_path / "q"), str(tmp_path / "hf")]) == 0
+    hf = safetensors.numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert all(v.dtype == np.float32 for v in hf.values())
+    params, config = load_model(tmp_path / "q")
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, config.vocab_size, size=(3, 9))
+    mask = np.ones_like(ids)
+    mask[2, 5:] = 0
+    ours, _, _ = classify_forward(params, config, ids, mask, keep_cache=False)
+    m = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    with torch.no_grad():
+        theirs = m(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    assert np.abs(ours - theirs).max() <= 1e-4
