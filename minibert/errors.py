@@ -22,3 +22,8 @@ class DataError(MinibertError):
 
 class TrainingDiverged(MinibertError):
     """A loss became NaN or inf; the message names the step and the last good checkpoint."""
+
+
+class NonFiniteError(ValueError):
+    """An array holds NaN or inf where the maths needs finite numbers (layers.check_finite). Not a
+    MinibertError: in training, train.fit turns it into TrainingDiverged with the step."""

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minibert.errors import NonFiniteError
+
 # ----------------------------------------------------------------------------------------------
 # Input checks shared by the core modules (attention.py and model.py use them too)
 
@@ -69,8 +71,8 @@ def _skip_finite_checks():
 
 
 def check_finite(name: str, a: np.ndarray) -> None:
-    """ValueError if `a` holds NaN or inf, saying how many and where the first one is. Costs one
-    reduction (a sum) when everything is finite."""
+    """NonFiniteError (a ValueError) if `a` holds NaN or inf, saying how many and where the first
+    one is. Costs one reduction (a sum) when everything is finite."""
     if getattr(_finite, "skip", False):
         return
     with np.errstate(over="ignore", invalid="ignore"):
@@ -81,8 +83,8 @@ def check_finite(name: str, a: np.ndarray) -> None:
     bad = np.size(a) - np.count_nonzero(finite)
     if bad:
         first = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise ValueError(f"{name}: contains {bad} NaN/inf value(s) (shape {a.shape}), the first "
-                         f"at index {first} = {a[first]}")
+        raise NonFiniteError(f"{name}: contains {bad} NaN/inf value(s) (shape {a.shape}), the "
+                             f"first at index {first} = {a[first]}")
 
 
 def check_dout(name: str, dy: np.ndarray, shape) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from minibert.batches import EncodedSplit, encode_examples, epoch_rngs, train_batches
 from minibert.checkpoints import CHECKPOINT_NAME, save_checkpoint, start_or_resume
-from minibert.errors import DataError, MinibertError, TrainingDiverged
+from minibert.errors import DataError, MinibertError, NonFiniteError, TrainingDiverged
 from minibert.files import atomic_write_json
 from minibert.fast_optim import adamw_step
 from minibert.optim import clip_grad_norm, linear_schedule
@@ -181,9 +181,10 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                 print(f"interrupted at {where}; last checkpoint: {last_good}; "
                       "continue with --resume", file=sys.stderr, flush=True)
                 raise
-            except TrainingDiverged as err:
+            except (TrainingDiverged, NonFiniteError) as err:   # the loss, or a layer's own check
                 bar.close()
-                raise TrainingDiverged(f"{err} at {where}; last good checkpoint: {last_good}") from None
+                raise TrainingDiverged(f"training diverged at {where}: {err}; last good "
+                                       f"checkpoint: {last_good}") from None
             loss, parts, lr = res.loss, res.parts, res.lr
             n_seen += int(batch.ids.shape[0])
             loss_sum += loss
@@ -195,7 +196,11 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                             ex_s=f"{n_seen / max(time.perf_counter() - t0, 1e-9):.1f}")
         bar.close()
         train_time = time.perf_counter() - t0
-        metrics = {k: float(v) for k, v in eval_fn(params).items()}
+        try:
+            metrics = {k: float(v) for k, v in eval_fn(params).items()}
+        except NonFiniteError as err:                  # the last update overflowed the model
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (seen by the dev "
+                                   f"evaluation): {err}; last good checkpoint: {last_good}") from None
         if tcfg.metric not in metrics:
             raise ValueError(f"eval_fn must return {tcfg.metric!r}; got {sorted(metrics)}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / steps_per_epoch,
@@ -298,17 +303,6 @@ def write_head_record(out_dir, data_spec: str, labels, dev_accuracy, epoch: int)
                                              "epoch": epoch})
 
 
-def check_out_dir(out, *inputs) -> Path:
-    """--out must be (or become) a directory and must not be one of the input model dirs."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MinibertError(f"--out {out}: exists and is not a directory")
-    for d in inputs:
-        if Path(d).exists() and out.exists() and out.resolve() == Path(d).resolve():
-            raise MinibertError(f"--out {out}: must differ from the input model directory {d}")
-    return out
-
-
 def finetune_classifier(params: dict, config, labels: list[str], train_split: EncodedSplit,
                         dev_split: EncodedSplit, tcfg: TrainConfig, out_dir, *, tokenizer_dir,
                         data_spec: str, run_dir=None, run_config: dict | None = None,
@@ -335,13 +329,22 @@ def finetune_classifier(params: dict, config, labels: list[str], train_split: En
 
 
 def cli_finetune(args) -> int:
-    """minibert finetune: train a fresh classifier head and the encoder; OUT holds the best epoch."""
-    from minibert.data import load_dataset
-    from minibert.weights import load_model_and_tokenizer
+    """minibert finetune: train a fresh classifier head and the encoder; OUT holds the best epoch.
+    OUT is claimed through minibert.outdir (new, or this command's run with --resume/--overwrite)."""
+    from minibert.outdir import claim_dir
     tcfg = TrainConfig.from_args(args)
     tcfg.validate()
-    out = check_out_dir(args.out, args.model)
+    with claim_dir(args.out, "finetune", resume=args.resume, overwrite=args.overwrite,
+                   inputs=[args.model]) as out:
+        return _finetune(args, tcfg, out)
+
+
+def _finetune(args, tcfg: TrainConfig, out: Path) -> int:
+    from minibert.data import load_dataset
+    from minibert.tokenizer import check_length_fits
+    from minibert.weights import load_model_and_tokenizer
     params, config, tokenizer = load_model_and_tokenizer(args.model)
+    check_length_fits(tcfg.max_length, config)
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
                         text_pair_column=args.text_pair_column, limit=args.limit, seed=args.seed)
     if not data.train:
