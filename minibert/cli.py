@@ -79,7 +79,17 @@ def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float) -> No
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _add_output_flags(p)
+
+
+def _add_output_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
+    """--resume / --overwrite: what to do with an earlier run of the same command in the output
+    folder (minibert.outdir; without either flag such a folder is refused)."""
+    if resume:
+        p.add_argument("--resume", action="store_true",
+                       help="continue the earlier run of this command in the output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier run of this command (other files are kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a local Hugging Face BERT (safetensors) to minibert")
     p.add_argument("hf_dir")
     p.add_argument("out_dir")
+    _add_output_flags(p, resume=False)
     p.set_defaults(handler="minibert.weights:cli_convert")
 
     p = sub.add_parser("export", help="write a minibert model in the Hugging Face layout")
@@ -103,13 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruned-heads-config", action="store_true",
                    help="a pruned model as smaller tensors + pruned_heads in config.json (transformers < 5); "
                         "default: removed heads written back as zeros, which every version loads")
+    _add_output_flags(p, resume=False)
     p.set_defaults(handler="minibert.weights:cli_export")
 
     p = sub.add_parser("embed", help="mean-pooled, L2-normalised sentence embeddings")
     p.add_argument("--model", default="weights/minilm-l6")
     p.add_argument("--text-file", required=True, help="one sentence per line")
-    p.add_argument("--out", required=True, help="output .npy file, shape (N, H) float32")
+    p.add_argument("--out", required=True,
+                   help="output file (NumPy .npy format, under exactly this name), (N, H) float32")
     p.add_argument("--batch-size", type=positive_int, default=32)
+    _add_output_flags(p, resume=False)
     p.set_defaults(handler="minibert.infer:cli_embed")
 
     p = sub.add_parser("fill-mask", help="predict [MASK] tokens (checkpoints with an MLM head)")
@@ -229,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--sweep", action="store_true",
                    help="student temperature x alpha sweep (reuses the fine-tuned teacher)")
+    _add_output_flags(p)
     p.set_defaults(handler="minibert.demo:cli_demo")
 
     p = sub.add_parser("report", help="over finished demo runs: each recipe minus the hard-label "

@@ -40,7 +40,7 @@ from minibert.student import (describe_mapping, init_projections, init_student, 
                               same_shape_layers, strip_projections, student_config,
                               student_init_rng, uniform_layer_map)
 from minibert.teacher_cache import TeacherCache
-from minibert.train import TrainConfig, check_out_dir, fit, make_eval_fn, write_head_record
+from minibert.train import TrainConfig, fit, make_eval_fn, write_head_record
 from minibert.weights import load_model, load_model_and_tokenizer, save_model
 
 
@@ -199,11 +199,19 @@ def resolve_init(args, teacher_config: BertConfig, config: BertConfig) -> list[i
 def cli_distill(args) -> int:
     """minibert distill: distil a fine-tuned teacher into a shallow student; OUT holds the
     best-dev student plus a teacher-vs-student evaluation (evaluation.json)."""
+    from minibert.outdir import claim_dir
     tcfg = TrainConfig.from_args(args)
     tcfg.validate()
-    out = check_out_dir(args.out, args.teacher)
+    with claim_dir(args.out, "distill", resume=args.resume, overwrite=args.overwrite,
+                   inputs=[args.teacher]) as out:
+        return _distill(args, tcfg, out)
+
+
+def _distill(args, tcfg: TrainConfig, out: Path) -> int:
+    from minibert.tokenizer import check_length_fits
     tparams, tconfig, tokenizer = load_model_and_tokenizer(args.teacher)
     check_teacher(args.teacher, tconfig)
+    check_length_fits(tcfg.max_length, tconfig)
     config = student_config(tconfig, args.layers, args.hidden_size, args.intermediate_size,
                             args.heads)
     init_params = None

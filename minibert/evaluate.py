@@ -193,7 +193,9 @@ def _load_classifier(model_dir):
 
 def cli_evaluate(args) -> int:
     from minibert.data import load_dataset
+    from minibert.tokenizer import check_length_fits
     params, config, tokenizer = _load_classifier(args.model)
+    check_length_fits(args.max_length, config)
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
                         text_pair_column=args.text_pair_column, limit=args.limit)
     examples = data.dev if args.split == "dev" else data.test

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 # `.model.safetensors.k2j4_x9a.tmp`: mkstemp's 8 random characters between the name and .tmp
 TMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 PAUSE_ENV = "MINIBERT_TEST_PAUSE_SAVE"          # test hook, see _pause_for_test
@@ -133,6 +135,15 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_npy(path, array) -> None:
+    """One array in NumPy's .npy format under exactly `path` (np.save given a name would add
+    ".npy" to one that lacks it)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    atomic_write(path, write)
 
 
 def atomic_write_json(path, obj) -> None:

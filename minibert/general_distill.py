@@ -175,12 +175,14 @@ def cli_distill_general(args) -> int:
     from minibert.files import atomic_write_json
     from minibert.outdir import claim_dir
     from minibert.student import describe_mapping, strip_projections, student_config
+    from minibert.tokenizer import check_length_fits
     from minibert.train import TrainConfig, fit
     from minibert.transfer_set import fingerprint
     from minibert.weights import load_model_and_tokenizer, save_model
     tcfg = dataclasses.replace(TrainConfig.from_args(args), metric="neg_loss")
     tcfg.validate()
     tparams, tconfig, tokenizer = load_model_and_tokenizer(args.teacher)
+    check_length_fits(tcfg.max_length, tconfig)
     config = student_config(tconfig, args.layers, args.hidden_size, args.intermediate_size, args.heads)
     settings = settings_from_args(args, tconfig, config)
     config = dataclasses.replace(config, num_labels=0, labels=None, pooler=False,

@@ -82,6 +82,15 @@ def fill_mask(params, config, tokenizer, texts, top_k: int = 5) -> list[list[lis
 # ----------------------------------------------------------------------------- command line
 
 def cli_embed(args) -> int:
+    """minibert embed: --out is claimed through minibert.outdir.claim_file (an existing file is
+    replaced only with --overwrite) and written under exactly that name."""
+    from minibert.outdir import claim_file
+    with claim_file(args.out, "embed", overwrite=args.overwrite) as out:
+        return _embed(args, out)
+
+
+def _embed(args, out: Path) -> int:
+    from minibert.files import atomic_write_npy
     from minibert.weights import load_model_and_tokenizer
 
     path = Path(args.text_file)
@@ -99,9 +108,7 @@ def cli_embed(args) -> int:
         raise MinibertError(f"--batch-size: expected a positive int, got {args.batch_size}")
     params, config, tokenizer = load_model_and_tokenizer(args.model)
     vectors = embed(params, config, tokenizer, texts, args.batch_size, progress=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, vectors)
+    atomic_write_npy(out, vectors)
     print(f"wrote {vectors.shape[0]} embeddings of size {vectors.shape[1]} (float32, L2-normalised) to {out}")
     return 0
 
