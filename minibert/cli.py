@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="demo --out directories (or a directory of them, or "
                                            "results.json files)")
     p.add_argument("--out", help="also write the table to this markdown file")
+    _add_output_flags(p, resume=False)
     p.set_defaults(handler="minibert.report:cli_report")
 
     p = sub.add_parser("quantize", help="int8 weights (per output channel), stored as int8: ~4x smaller")

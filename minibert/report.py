@@ -143,5 +143,7 @@ def cli_report(args) -> int:
     text = format_report(seed_report(runs))
     print(text)
     if getattr(args, "out", None):
-        atomic_write_text(Path(args.out), text + "\n")
+        from minibert.outdir import claim_file
+        with claim_file(args.out, "report", overwrite=args.overwrite) as out:
+            atomic_write_text(out, text + "\n")
     return 0
