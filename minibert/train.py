@@ -183,8 +183,8 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
                 raise
             except (TrainingDiverged, NonFiniteError) as err:   # the loss, or a layer's own check
                 bar.close()
-                raise TrainingDiverged(f"training diverged at {where}: {err}; last good "
-                                       f"checkpoint: {last_good}") from None
+                what = err if isinstance(err, TrainingDiverged) else f"NaN/inf inside the model ({err})"
+                raise TrainingDiverged(f"{what} at {where}; last good checkpoint: {last_good}") from None
             loss, parts, lr = res.loss, res.parts, res.lr
             n_seen += int(batch.ids.shape[0])
             loss_sum += loss
@@ -199,8 +199,8 @@ def fit(params: dict, step_fn: Callable, train_batches_fn: Callable, eval_fn: Ca
         try:
             metrics = {k: float(v) for k, v in eval_fn(params).items()}
         except NonFiniteError as err:                  # the last update overflowed the model
-            raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (seen by the dev "
-                                   f"evaluation): {err}; last good checkpoint: {last_good}") from None
+            raise TrainingDiverged(f"NaN/inf inside the model ({err}) at the dev evaluation after "
+                                   f"epoch {epoch + 1}; last good checkpoint: {last_good}") from None
         if tcfg.metric not in metrics:
             raise ValueError(f"eval_fn must return {tcfg.metric!r}; got {sorted(metrics)}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / steps_per_epoch,

@@ -285,13 +285,15 @@ def test_finetune_out_that_is_a_file_is_refused(tiny_task, capsys):
     f = tiny_task["root"] / "a_file"
     f.write_text("not a directory")
     assert main(finetune_args(tiny_task, f)) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert f"{f} is a file, not a folder" in capsys.readouterr().err
+    assert f.read_text() == "not a directory"
 
 
 def test_finetune_resume_without_a_checkpoint_is_refused(tiny_task, capsys):
     from minibert.cli import main
     assert main(finetune_args(tiny_task, tiny_task["root"] / "nothing", "--resume")) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "holds no earlier `finetune` run to continue" in capsys.readouterr().err
+    assert not (tiny_task["root"] / "nothing").exists()
 
 
 @pytest.mark.parametrize("flag, value", [("lr", 0.0), ("epochs", 0), ("warmup", 1.0),
