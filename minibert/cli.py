@@ -89,7 +89,8 @@ def _add_output_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
         p.add_argument("--resume", action="store_true",
                        help="continue the earlier run of this command in the output folder")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the files of an earlier run of this command (other files are kept)")
+                   help="replace what an earlier run of this command wrote there (in a folder: "
+                        "only the files minibert writes; the rest is kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(data=None)                        # --data default only without --text-file
     _add_train_args(p, epochs=3, lr=1e-4)
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--layers", type=positive_int, default=2, help="student encoder layers")
     p.add_argument("--hidden-size", type=positive_int, default=None)
     p.add_argument("--intermediate-size", type=positive_int, default=None)
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model with a masked-LM head (same tokenizer) to propose candidates")
     p.add_argument("--max-length", type=length_int, default=64, help="as distill's --max-length")
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_output_flags(p, resume=False)
     p.set_defaults(handler="minibert.augment:cli_augment")
 
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, params and latency")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static int8 activations: one scale per linear input, measured on this data's training split")
     p.add_argument("--calibrate-rows", type=positive_int, default=256, help="training rows used for --calibrate")
     p.add_argument("--max-length", type=length_int, default=64, help="truncation for --calibrate")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier quantize run in --out")
+    _add_output_flags(p, resume=False)
     p.set_defaults(handler="minibert.shrink:cli_quantize")
 
     p = sub.add_parser("prune-heads", help="remove the least important attention heads (|dL/d gate|)")
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=positive_int, default=512, help="training examples the importance is measured on")
     p.add_argument("--max-length", type=length_int, default=64)
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier prune-heads run in --out")
+    _add_output_flags(p, resume=False)
     p.add_argument("--teacher", default=None, help="re-distil the pruned model from this fine-tuned teacher")
     p.add_argument("--epochs", type=positive_int, default=1, help="re-distillation epochs (with --teacher)")
     p.add_argument("--lr", type=float, default=1e-4, help="re-distillation peak learning rate")
