@@ -48,9 +48,11 @@ def rel_error(a, b, floor=1e-8):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"rel_error: shapes differ, a {a.shape} vs b {b.shape}")
+    # BEGIN EXERCISE rel_error
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b))))
+    # END EXERCISE rel_error
 
 
 def _copy(out):
@@ -86,7 +88,8 @@ def numerical_vjp(f, x, dout, h=1e-5, indices=None):
     if not np.shares_memory(flat, x):
         raise ValueError("x: must be contiguous (it is nudged in place)")
     which = np.arange(flat.size) if indices is None else np.asarray(indices).reshape(-1)
-    grad = np.zeros(which.size)
+    grad = np.zeros(which.size)                  # grad[n]: the estimate for entry which[n]
+    # BEGIN EXERCISE numerical_vjp
     for n, i in enumerate(which):
         old = flat[i]
         flat[i] = old + h
@@ -95,6 +98,7 @@ def numerical_vjp(f, x, dout, h=1e-5, indices=None):
         minus = _copy(f(x))
         flat[i] = old
         grad[n] = _projected_difference(plus, minus, dout) / (2 * h)
+    # END EXERCISE numerical_vjp
     return grad.reshape(x.shape) if indices is None else grad
 
 
@@ -109,7 +113,9 @@ def sample_indices(analytic, k, rng):
     """k distinct flat indices into `analytic` to check: half of them where the analytic gradient
     is non-zero (as many as there are), the rest uniformly from the others. Uniform sampling
     alone can miss a sparse gradient entirely (an embedding table: only the rows of ids in the
-    batch are non-zero) and then compares zeros with zeros."""
+    batch are non-zero) and then compares zeros with zeros.
+    (check_gradients does not use this: it must not let the gradient under test choose where
+    it is checked; see uniform_indices.)"""
     flat = np.asarray(analytic).reshape(-1)
     nonzero = np.flatnonzero(flat)
     picked = rng.choice(nonzero, size=min(k // 2, nonzero.size), replace=False)
@@ -117,33 +123,62 @@ def sample_indices(analytic, k, rng):
     return np.concatenate([picked, rng.choice(rest, size=k - picked.size, replace=False)])
 
 
-def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=None, floor=None):
+def uniform_indices(size, k, rng):
+    """k distinct flat indices into a tensor of `size` entries, drawn uniformly by `rng`.
+
+    The choice never looks at the gradient under test: a backward that wrongly returns zeros
+    (or garbage) somewhere must not be able to steer the check away from its mistake. A sparse
+    true gradient (an embedding table: only the rows of the batch's ids are non-zero) is caught
+    anyway by the directional check of check_gradients, which covers every entry at once."""
+    return np.sort(rng.choice(size, size=min(k, size), replace=False))
+
+
+def _directional(f, x, dout, analytic, u, h):
+    """(analytic . u, centred difference of sum(f(x) * dout) along u): one number each."""
+    old = x.copy()
+    x += h * u
+    plus = _copy(f(x))
+    x[...] = old - h * u
+    minus = _copy(f(x))
+    x[...] = old
+    return float(np.sum(np.asarray(analytic, dtype=np.float64) * u)), \
+        _projected_difference(plus, minus, dout) / (2 * h)
+
+
+def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=4096, wrt=None, floor=None):
     """Compare backward's gradients with centred differences, for every float input.
 
     Inputs:
       forward(**inputs) -> (out, cache); out an array or a tuple of arrays.
       backward(dout, cache) -> the gradients: a dict {name: grad} or a tuple in the order of `wrt`
-          (a None gradient means "not differentiable here" and is skipped; a name missing from
-          the dict is an error, so nothing goes unchecked by accident).
+          (a None gradient means "not differentiable here" and is skipped). Every name to check
+          must get a gradient: a dict without it, or a tuple shorter than the names, is an error
+          (a forgotten dbeta must not pass as "a constant"). Pass constants (a mask bias) through
+          a closure, or list the names to check in `wrt`.
       inputs: dict name -> value. Float arrays are copied to float64 and checked; anything else
           (int ids, eps, n_heads, None...) is passed through unchanged.
-      rng: np.random.Generator for the random upstream gradient and for sampling entries.
-      h: finite-difference step. max_checks: at most this many entries per input (see
-          sample_indices: half of them where the analytic gradient is non-zero).
-      wrt: names to check; default every float array input, in order. A tuple from backward is
-          matched to these names; if it is shorter, the trailing names (e.g. a mask bias) are
-          treated as constants and not checked.
-      floor: denominator floor of rel_error. Default: 1e-8, raised to 1e-3 * max|grad| of the
-          tensor (see below).
-    Returns: dict name -> rel_error(analytic, numerical) over the checked entries.
+      rng: np.random.Generator for the random upstream gradient, the sampled entries and the
+          random direction.
+      h: finite-difference step.
+      max_checks: a tensor of at most this many entries (default 4096) is checked entry by
+          entry; a bigger one at `max_checks` entries drawn uniformly (uniform_indices), plus
+          once along a random direction u over the whole tensor (grad . u against the centred
+          difference of the loss along u), so an error anywhere in it shows. Lower it only for
+          expensive forwards (a whole training step).
+      wrt: names to check; default every float array input, in order.
+      floor: denominator floor of rel_error. Default: 1e-8, raised to 1e-3 * max|numerical|
+          over the checked entries (see below).
+    Returns: dict name -> the largest rel_error (entries and direction) for that input.
 
     Why the floor: both estimates carry absolute rounding errors, so an entry whose gradient is
     tiny next to the others cannot be compared relatively. Example: GELU at x = -7 has slope
     ~1e-11, but 0.5*x*(1 + erf(x/sqrt 2)) itself is only known to +-1e-16*|x| in float64, so its
     centred difference is +-4e-11: "100% wrong" against cs231n's floor of 1e-8, though the
-    backward is right. Entries smaller than 1e-3 of the tensor's largest gradient are therefore
-    measured against that size (an absolute accuracy of 1e-10 * max|grad| at the 1e-7 level);
-    larger entries are compared purely relatively. A wrong backward still shows errors >= 1e-3.
+    backward is right. Entries smaller than 1e-3 of the tensor's largest (numerical) gradient are
+    therefore measured against that size (an absolute accuracy of 1e-10 * max|grad| at the 1e-7
+    level); larger entries are compared purely relatively. The scale comes from the finite
+    differences, never from the gradient under test, so a wrong backward cannot raise its own
+    floor. A wrong backward still shows errors >= 1e-3.
     """
     inputs = {k: (np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
                   else v) for k, v in inputs.items()}
@@ -154,9 +189,10 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
     grads = backward(dout, cache)
     if not isinstance(grads, dict):
         grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
-        if len(grads) > len(names):
-            raise ValueError(f"backward returned {len(grads)} gradients for {len(names)} inputs {names}")
-        names = names[:len(grads)]           # the trailing names are constants (see the docstring)
+        if len(grads) != len(names):
+            raise ValueError(f"backward returned {len(grads)} gradients for the {len(names)} inputs "
+                             f"{names}; pass constants through a closure, or list the names to "
+                             f"check in `wrt`")
         grads = dict(zip(names, grads))
     missing = [name for name in names if name not in grads]
     if missing:
@@ -173,12 +209,14 @@ def check_gradients(forward, backward, inputs, rng, h=1e-5, max_checks=200, wrt=
         def f(_x):
             return forward(**inputs)[0]       # inputs[name] is x itself, nudged in place
 
-        idx = None if x.size <= max_checks else sample_indices(analytic, max_checks, rng)
-        numeric = numerical_vjp(f, x, dout, h=h, indices=idx)
+        idx = None if x.size <= max_checks else uniform_indices(x.size, max_checks, rng)
+        numeric = numerical_vjp(f, x, dout, h=h, indices=idx).reshape(-1)
         ana = np.asarray(analytic, dtype=np.float64).reshape(-1)
         ana = ana if idx is None else ana[idx]
-        numeric = numeric.reshape(-1)
-        scale = float(np.max(np.abs(analytic), initial=0.0))          # over the whole tensor
+        scale = float(np.max(np.abs(numeric), initial=0.0))
         fl = floor if floor is not None else max(1e-8, 1e-3 * scale)
         errors[name] = rel_error(ana, numeric, floor=fl)
+        if idx is not None:
+            a_u, n_u = _directional(f, x, dout, analytic, rng.standard_normal(x.shape), h)
+            errors[name] = max(errors[name], rel_error(np.array([a_u]), np.array([n_u]), floor=fl))
     return errors

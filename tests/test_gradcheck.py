@@ -5,7 +5,7 @@ sampled entries of big tensors)."""
 import numpy as np
 import pytest
 
-from minibert.gradcheck import check_gradients, numerical_vjp, rel_error
+from minibert.gradcheck import check_gradients, numerical_vjp, rel_error, uniform_indices
 from minibert.layers import (
     gelu_backward,
     gelu_forward,
@@ -123,10 +123,11 @@ def test_check_gradients_samples_big_tensors_and_leaves_inputs_alone():
         calls.append(1)
         return gelu_forward(x)
 
-    x = rng.standard_normal((40, 50)).astype(np.float32)     # float32 is checked in float64 copies
+    x = rng.standard_normal((80, 60)).astype(np.float32)     # float32 is checked in float64 copies
     x_before = x.copy()
     errors = check_gradients(forward, gelu_backward, {"x": x}, rng, max_checks=25)
-    assert len(calls) == 1 + 2 * 25                          # one analytic pass + 2 per entry
+    # 4800 entries > full_size: one analytic pass, 2 per sampled entry, 2 along a direction
+    assert len(calls) == 1 + 2 * 25 + 2
     assert errors["x"] <= GRAD_TOL
     assert np.array_equal(x, x_before) and x.dtype == np.float32
 
@@ -139,9 +140,50 @@ def test_check_gradients_refuses_to_skip_a_missing_gradient():
                                                        "W": linear_backward(dy, c)[1]}, inputs, rng)
 
 
-def test_a_shorter_gradient_tuple_leaves_the_trailing_inputs_as_constants():
-    # As documented: a tuple is matched to the inputs in order; names past its end are constants.
+def test_a_shorter_gradient_tuple_is_an_error_not_a_constant():
+    # A backward that forgets db must not pass because b is silently treated as a constant.
     rng = np.random.default_rng(6)
     inputs = {"x": rng.standard_normal((2, 3)), "W": rng.standard_normal((3, 2)), "b": np.zeros(2)}
-    errors = check_gradients(linear_forward, lambda dy, c: linear_backward(dy, c)[:2], inputs, rng)
+    with pytest.raises(ValueError, match=r"backward returned 2 gradients for the 3 inputs"):
+        check_gradients(linear_forward, lambda dy, c: linear_backward(dy, c)[:2], inputs, rng)
+    # naming the inputs to check is the way to leave one out on purpose
+    errors = check_gradients(linear_forward, lambda dy, c: linear_backward(dy, c)[:2], inputs, rng,
+                             wrt=["x", "W"])
     assert set(errors) == {"x", "W"} and max(errors.values()) <= GRAD_TOL
+
+
+def test_tensors_of_a_few_thousand_entries_are_checked_in_full():
+    # One wrong entry out of 3000: a sampled check would miss it most of the time.
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((60, 50))
+
+    def backward(dy, cache):
+        dx = gelu_backward(dy, cache)
+        dx[37, 11] += 1.0
+        return dx
+    errors = check_gradients(lambda x: gelu_forward(x), backward, {"x": x}, rng)
+    assert errors["x"] > 1e-2
+
+
+def test_a_sparse_gradient_set_to_zero_fails_although_entries_are_sampled():
+    # An embedding table of 20000 entries (sampled): only the looked-up rows have a gradient.
+    # A backward returning all zeros would pass if the sampled entries all fell on unused rows
+    # (as they mostly do); the directional check over the whole table catches it.
+    from minibert.layers import embedding_forward
+    rng = np.random.default_rng(8)
+    ids = np.array([[3, 7, 7]])
+    table = rng.standard_normal((2000, 10))
+    errors = check_gradients(lambda table: embedding_forward(ids, table),
+                             lambda d, c: np.zeros((2000, 10)), {"table": table}, rng, max_checks=20)
+    assert errors["table"] > 0.5
+
+
+def test_sampled_entries_do_not_depend_on_the_gradient_under_test():
+    # check_gradients draws its entries with uniform_indices(size, k, rng): only the tensor's
+    # size and the rng decide, so the same rng state gives the same entries whatever the gradient.
+    import inspect
+    from minibert import gradcheck
+    assert list(inspect.signature(uniform_indices).parameters) == ["size", "k", "rng"]
+    assert "uniform_indices(x.size" in inspect.getsource(gradcheck.check_gradients)
+    a = uniform_indices(5000, 30, np.random.default_rng(9))
+    assert len(set(a.tolist())) == 30 and a.min() >= 0 and a.max() < 5000
