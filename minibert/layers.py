@@ -176,6 +176,7 @@ def embedding_backward(dout: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
     ids, V = cache
     if dout.shape[:-1] != ids.shape:
         raise ValueError(f"dout: expected shape {ids.shape} + (H,) to match ids, got {dout.shape}")
+    # BEGIN EXERCISE embedding_backward
     H = dout.shape[-1]
     dtable = np.zeros((V, H), dtype=dout.dtype)     # (V, H)
     # np.add.at, unlike dtable[ids] += dout, adds once per occurrence (repeated ids accumulate).
@@ -186,6 +187,7 @@ def embedding_backward(dout: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
     flat = ids.reshape(-1, 1).astype(np.intp) * H + np.arange(H)   # (B*T, H) indices into the ravel
     np.add.at(dtable.reshape(-1), flat.reshape(-1), dout.reshape(-1))   # (V*H,) += (B*T*H,)
     return dtable
+    # END EXERCISE embedding_backward
 
 
 # ----------------------------------------------------------------------------------------------

@@ -154,6 +154,7 @@ def soft_kl(student_logits, teacher_logits, T):
     t = _check_float("teacher_logits", teacher_logits, ndim=2)
     _check_same_shape("student_logits", s, "teacher_logits", t)
     T = _check_temperature(T)
+    # BEGIN EXERCISE soft_kl
     dt = s.dtype.type
     t = t.astype(s.dtype, copy=False)
     n = s.shape[0]
@@ -166,6 +167,7 @@ def soft_kl(student_logits, teacher_logits, T):
     dstudent -= p_t                                         # (N,C) p_s - p_t
     dstudent *= dt(1.0 / (n * T))
     return dt(loss), dstudent
+    # END EXERCISE soft_kl
 
 
 def distillation_loss(student_logits, teacher_logits, labels, alpha, T):
@@ -275,6 +277,7 @@ def hidden_mse(student_h, teacher_h, mask=None, W=None, b=None):
                 raise ValueError(f"b: expected shape ({ht},), got {b.shape}")
             if b.dtype != s.dtype:
                 raise ValueError(f"b: dtype {b.dtype} differs from student_h dtype {s.dtype}")
+    # BEGIN EXERCISE hidden_mse
     dt = s.dtype.type
     t = t.astype(s.dtype, copy=False)
     m, n_real = _check_mask(mask, s.shape[:2], s.dtype)     # (B,T)
@@ -296,6 +299,7 @@ def hidden_mse(student_h, teacher_h, mask=None, W=None, b=None):
     dW = s.reshape(-1, hs).T @ dproj.reshape(-1, ht)        # (Hs,B*T) @ (B*T,Ht) -> (Hs,Ht)
     db = None if b is None else dproj.sum(axis=(0, 1))      # (Ht,)
     return dt(loss), dstudent, dW, db
+    # END EXERCISE hidden_mse
 
 
 def attention_mse(student_scores, teacher_scores, mask):
@@ -322,6 +326,7 @@ def attention_mse(student_scores, teacher_scores, mask):
     B, nh, Tq, Tk = s.shape
     if Tq != Tk:
         raise ValueError(f"student_scores: expected square (B, nh, T, T) self-attention scores, got {s.shape}")
+    # BEGIN EXERCISE attention_mse
     dt = s.dtype.type
     t = t.astype(s.dtype, copy=False)
     m, _ = _check_mask(mask, (B, Tq), s.dtype)              # (B,T)
@@ -333,6 +338,7 @@ def attention_mse(student_scores, teacher_scores, mask):
     loss = np.vdot(diff, diff) * dt(1.0 / n_pairs)          # scalar
     diff *= dt(2.0 / n_pairs)                               # (B,nh,T,T) d loss / d student_scores
     return dt(loss), diff
+    # END EXERCISE attention_mse
 
 
 def cosine_loss(student_h, teacher_h, mask):
@@ -354,6 +360,7 @@ def cosine_loss(student_h, teacher_h, mask):
     s = _check_float("student_h", student_h, ndim=3)
     t = _check_float("teacher_h", teacher_h, ndim=3)
     _check_same_shape("student_h", s, "teacher_h", t)
+    # BEGIN EXERCISE cosine_loss
     dt = s.dtype.type
     t = t.astype(s.dtype, copy=False)
     m, n_real = _check_mask(mask, s.shape[:2], s.dtype)     # (B,T)
@@ -371,3 +378,4 @@ def cosine_loss(student_h, teacher_h, mask):
     dstudent = v - cos_u                                    # (B,T,H)
     dstudent *= coef[..., None]
     return dt(loss), dstudent
+    # END EXERCISE cosine_loss

@@ -32,7 +32,9 @@ def uniform_layer_map(n_student: int, n_teacher: int) -> list[int]:
     so g[Ls] = Lt: the student's last layer always learns from the teacher's last layer.
     """
     check_layer_counts(n_student, n_teacher)
+    # BEGIN EXERCISE uniform_layer_map
     return [j * n_teacher // n_student for j in range(n_student + 1)]
+    # END EXERCISE uniform_layer_map
 
 
 def check_layer_counts(n_student: int, n_teacher: int) -> None:
