@@ -38,12 +38,14 @@ def _assert_grads_ok(name, errors):
 
 # ----------------------------------------------------------------------------- gradient checks
 
+@pytest.mark.exercise("attention_backward")
 def test_attention_gradients_match_finite_differences_without_mask():
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((B, T, H)), **_params(rng), "bias": None, "n_heads": NH}
     _assert_grads_ok("attention", check_gradients(attention_forward, attention_backward, inputs, rng))
 
 
+@pytest.mark.exercise("attention_backward")
 @pytest.mark.parametrize("dropout_p", [0.0, 0.3])
 def test_attention_gradients_with_padding_dropout_and_distillation_grads(dropout_p):
     """Outputs y, scores and probs each get a random upstream gradient; the mask is padded to
@@ -68,6 +70,7 @@ def test_attention_gradients_with_padding_dropout_and_distillation_grads(dropout
                      check_gradients(forward, backward, inputs, rng))
 
 
+@pytest.mark.exercise("attention_backward")
 def test_dscores_and_dprobs_each_reach_the_inputs():
     """The extra gradients are not silently ignored: each alone changes dx."""
     rng = np.random.default_rng(2)

@@ -55,6 +55,7 @@ def random_split(rng, n, T, vocab, pad_last=True):
 
 # ----------------------------------------------------------------------------- layer mapping
 
+@pytest.mark.exercise("uniform_layer_map")
 def test_uniform_layer_map_is_tinybert_mapping():
     # 2 of 6: hidden states 0->0 (embeddings), 1->3, 2->6; attention blocks 1->3, 2->6 (1-based)
     assert S.uniform_layer_map(2, 6) == [0, 3, 6]
@@ -87,6 +88,7 @@ def test_student_deeper_than_teacher_is_refused():
 
 # ----------------------------------------------------------------------------- initialisation
 
+@pytest.mark.exercise("init_student")
 def test_init_student_copies_the_chosen_teacher_layers():
     tc = tiny_config(num_labels=2, num_layers=4)
     tp = init_params(tc, np.random.default_rng(0))
@@ -103,6 +105,7 @@ def test_init_student_copies_the_chosen_teacher_layers():
         assert not np.shares_memory(value, tp[source]), f"{name} aliases the teacher"
 
 
+@pytest.mark.exercise("init_student")
 def test_init_random_copies_nothing_and_depends_only_on_the_seed():
     tc = tiny_config(num_labels=2, num_layers=4)
     tp = init_params(tc, np.random.default_rng(0))

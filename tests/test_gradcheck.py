@@ -18,6 +18,7 @@ from minibert.layers import (
 GRAD_TOL = 1e-7   # float64 centred differences: correct backwards measure ~1e-9
 
 
+@pytest.mark.exercise("rel_error")
 def test_rel_error_is_the_cs231n_measure():
     assert rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.0
     assert rel_error(np.array([1.0]), np.array([3.0])) == pytest.approx(0.5)     # |1-3| / (1+3)
@@ -27,6 +28,7 @@ def test_rel_error_is_the_cs231n_measure():
         rel_error(np.zeros(2), np.zeros(3))
 
 
+@pytest.mark.exercise("numerical_vjp")
 def test_numerical_vjp_of_a_known_function_and_x_is_restored():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4))
@@ -42,6 +44,7 @@ def test_numerical_vjp_of_a_known_function_and_x_is_restored():
         numerical_vjp(lambda z: z, x.astype(np.float32), dout)
 
 
+@pytest.mark.exercise("numerical_vjp")
 def test_numerical_vjp_handles_forwards_that_return_views_of_x():
     x = np.arange(6.0).reshape(2, 3)
     dout = np.arange(6.0)

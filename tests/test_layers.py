@@ -40,6 +40,7 @@ def _assert_grads_ok(name, errors):
 
 # ----------------------------------------------------------------------------- gradient checks
 
+@pytest.mark.exercise("linear_backward")
 def test_linear_gradients_match_finite_differences():
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((2, 3, 4)), "W": rng.standard_normal((4, 5)),
@@ -47,6 +48,7 @@ def test_linear_gradients_match_finite_differences():
     _assert_grads_ok("linear", check_gradients(linear_forward, linear_backward, inputs, rng))
 
 
+@pytest.mark.exercise("embedding_backward")
 def test_embedding_gradient_matches_finite_differences_with_repeated_ids():
     rng = np.random.default_rng(1)
     ids = np.array([[3, 1, 3, 3], [0, 1, 5, 3]])          # 3 four times, 1 twice, 2 and 4 never
@@ -56,6 +58,7 @@ def test_embedding_gradient_matches_finite_differences_with_repeated_ids():
     _assert_grads_ok("embedding", errors)
 
 
+@pytest.mark.exercise("layernorm_backward")
 @pytest.mark.parametrize("eps", [1e-12, 1e-1])
 def test_layernorm_gradients_match_finite_differences(eps):
     rng = np.random.default_rng(2)
@@ -65,6 +68,7 @@ def test_layernorm_gradients_match_finite_differences(eps):
                      check_gradients(layernorm_forward, layernorm_backward, inputs, rng))
 
 
+@pytest.mark.exercise("gelu_backward")
 def test_gelu_gradient_matches_finite_differences_over_its_whole_range():
     rng = np.random.default_rng(3)
     # the flat left tail, the dip near -0.75, the kink-free middle and the linear right side
@@ -81,6 +85,7 @@ def test_dropout_gradient_matches_finite_differences_with_a_fixed_mask():
     _assert_grads_ok("dropout", errors)
 
 
+@pytest.mark.exercise("softmax_backward")
 def test_softmax_gradient_matches_finite_differences():
     rng = np.random.default_rng(5)
     errors = check_gradients(lambda x: softmax_forward(x), softmax_backward,
@@ -157,6 +162,7 @@ def test_gelu_is_the_exact_erf_gelu():
 
 # ----------------------------------------------------------------------------- other properties
 
+@pytest.mark.exercise("embedding_backward")
 def test_embedding_backward_sums_rows_of_repeated_ids():
     rng = np.random.default_rng(6)
     ids = np.array([[1, 1, 1], [2, 1, 0]])
@@ -208,6 +214,7 @@ def test_softmax_is_stable_and_sums_to_one():
     np.testing.assert_allclose(softmax_forward(x[:1] - 1000)[0], y[:1], rtol=1e-14)
 
 
+@pytest.mark.exercise("linear_backward")
 def test_backward_returns_fresh_arrays_and_is_repeatable():
     rng = np.random.default_rng(8)
     x, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)
@@ -250,6 +257,7 @@ def _all_layers(dtype, rng):
     yield "softmax dx", softmax_backward(y, c)
 
 
+@pytest.mark.exercise("linear_backward", "embedding_backward", "layernorm_backward", "gelu_backward", "softmax_backward")
 def test_float32_in_gives_float32_activations_and_gradients():
     for what, a in _all_layers(np.float32, np.random.default_rng(9)):
         assert a.dtype == np.float32, f"{what} is {a.dtype}"

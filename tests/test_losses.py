@@ -39,6 +39,7 @@ def _padded_mask():
 
 # ----------------------------------------------------------------------------- gradient checks
 
+@pytest.mark.exercise("softmax_cross_entropy")
 def test_cross_entropy_gradient_matches_finite_differences():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((4, 5))
@@ -47,6 +48,7 @@ def test_cross_entropy_gradient_matches_finite_differences():
     _check_grad("cross_entropy dlogits", lambda z: cross_entropy(z, labels)[0], logits, dlogits)
 
 
+@pytest.mark.exercise("soft_kl")
 @pytest.mark.parametrize("T", [1.0, 3.0])
 def test_soft_kl_gradient_matches_finite_differences(T):
     rng = np.random.default_rng(1)
@@ -55,6 +57,7 @@ def test_soft_kl_gradient_matches_finite_differences(T):
     _check_grad(f"soft_kl dstudent (T={T})", lambda z: soft_kl(z, t, T)[0], s, ds)
 
 
+@pytest.mark.exercise("distillation_loss")
 def test_distillation_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     s, t = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
@@ -65,6 +68,7 @@ def test_distillation_loss_gradient_matches_finite_differences():
 
 
 
+@pytest.mark.exercise("distillation_loss")
 def test_unlabelled_rows_only_feel_the_teacher():
     # label -1 = no gold label: CE is the mean over the labelled rows, the KL covers every row
     rng = np.random.default_rng(0)
@@ -86,6 +90,7 @@ def test_label_minus_one_is_the_only_unlabelled_marker():
         cross_entropy(_logits(), np.array([0, -1, 1]))          # plain CE has no unlabelled rows
 
 
+@pytest.mark.exercise("hidden_mse")
 def test_hidden_mse_gradients_wrt_student_projection_and_bias():
     # a student narrower than the teacher (Hs=4 < Ht=6), with padding
     rng = np.random.default_rng(3)
@@ -98,6 +103,7 @@ def test_hidden_mse_gradients_wrt_student_projection_and_bias():
     _check_grad("hidden_mse db", lambda z: hidden_mse(s, t, mask, W, z)[0], b, db)
 
 
+@pytest.mark.exercise("hidden_mse")
 def test_hidden_mse_gradient_without_projection():
     rng = np.random.default_rng(4)
     mask = _padded_mask()
@@ -107,6 +113,7 @@ def test_hidden_mse_gradient_without_projection():
     _check_grad("hidden_mse dstudent_h (no W)", lambda z: hidden_mse(z, t, mask)[0], s, ds)
 
 
+@pytest.mark.exercise("attention_mse")
 def test_attention_mse_gradient_matches_finite_differences():
     rng = np.random.default_rng(5)
     mask = _padded_mask()
@@ -117,6 +124,7 @@ def test_attention_mse_gradient_matches_finite_differences():
     _check_grad("attention_mse dstudent_scores", lambda z: attention_mse(z, t, mask)[0], s, ds)
 
 
+@pytest.mark.exercise("cosine_loss")
 def test_cosine_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(6)
     mask = _padded_mask()
@@ -127,6 +135,7 @@ def test_cosine_loss_gradient_matches_finite_differences():
 
 # ----------------------------------------------------------------------------- closed forms
 
+@pytest.mark.exercise("distillation_loss")
 @pytest.mark.parametrize("T", [1.0, 4.0])
 def test_grad_of_T2_kl_is_T_over_N_times_ps_minus_pt(T):
     rng = np.random.default_rng(7)
@@ -142,6 +151,7 @@ def test_grad_of_T2_kl_is_T_over_N_times_ps_minus_pt(T):
     np.testing.assert_allclose(T * T * dkl, expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.exercise("soft_kl")
 def test_kl_matches_its_definition():
     rng = np.random.default_rng(8)
     s, t, T = rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), 2.0
@@ -150,6 +160,7 @@ def test_kl_matches_its_definition():
     np.testing.assert_allclose(soft_kl(s, t, T)[0], expected, rtol=1e-12)
 
 
+@pytest.mark.exercise("distillation_loss")
 def test_alpha_one_is_exactly_cross_entropy():
     rng = np.random.default_rng(9)
     s = rng.standard_normal((4, 3)).astype(np.float32)
@@ -161,6 +172,7 @@ def test_alpha_one_is_exactly_cross_entropy():
     np.testing.assert_array_equal(dlogits, dce)
 
 
+@pytest.mark.exercise("softmax_cross_entropy")
 def test_cross_entropy_matches_its_definition():
     logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]])
     labels = np.array([0, 2])
@@ -169,6 +181,7 @@ def test_cross_entropy_matches_its_definition():
     np.testing.assert_allclose(cross_entropy(logits, labels)[0], expected, rtol=1e-12)
 
 
+@pytest.mark.exercise("softmax_cross_entropy")
 def test_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0], [0.0, -1000.0]], dtype=np.float32)
     loss, d = cross_entropy(logits, np.array([1, 0]))
@@ -176,6 +189,7 @@ def test_cross_entropy_is_stable_for_huge_logits():
     np.testing.assert_allclose(loss, 500.0, rtol=1e-6)   # (1000 + 0) / 2
 
 
+@pytest.mark.exercise("soft_kl", "distillation_loss")
 def test_kl_and_its_gradient_are_zero_when_student_equals_teacher():
     rng = np.random.default_rng(10)
     x = rng.standard_normal((5, 4)).astype(np.float32)
@@ -187,6 +201,7 @@ def test_kl_and_its_gradient_are_zero_when_student_equals_teacher():
 
 # ----------------------------------------------------------------------------- masking
 
+@pytest.mark.exercise("attention_mse")
 def test_attention_mse_ignores_padded_queries_and_keys():
     rng = np.random.default_rng(11)
     mask = _padded_mask()
@@ -215,6 +230,7 @@ def test_attention_mse_ignores_padded_queries_and_keys():
     np.testing.assert_allclose(loss, sq / n, rtol=1e-5)   # float32 sum of ~60 terms
 
 
+@pytest.mark.exercise("hidden_mse")
 def test_hidden_mse_excludes_padded_tokens():
     rng = np.random.default_rng(12)
     mask = _padded_mask()
@@ -228,6 +244,7 @@ def test_hidden_mse_excludes_padded_tokens():
     assert hidden_mse(s2, t2, mask)[0] == loss
 
 
+@pytest.mark.exercise("hidden_mse")
 def test_hidden_mse_projection_closed_form():
     # token 0: proj = s @ W + b = 1 * [2, 2] + [1, 1] = [3, 3] vs teacher [0, 3]:
     # loss = (3^2 + 0^2) / (1 real token * 2 features) = 4.5; token 1 is padding
@@ -242,6 +259,7 @@ def test_hidden_mse_projection_closed_form():
     np.testing.assert_allclose(db, [3.0, 0.0])
 
 
+@pytest.mark.exercise("cosine_loss")
 def test_cosine_loss_is_zero_for_parallel_vectors():
     rng = np.random.default_rng(13)
     t = rng.standard_normal((2, 3, 4))
@@ -251,6 +269,7 @@ def test_cosine_loss_is_zero_for_parallel_vectors():
     np.testing.assert_allclose(ds, 0.0, atol=1e-15)
 
 
+@pytest.mark.exercise("cosine_loss")
 def test_cosine_loss_closed_form_and_padding():
     # token 0: s = (1, 0), t = (1, 1): cos = 1/sqrt2, loss = 1 - 1/sqrt2,
     # grad = -(t/|t| - cos * s/|s|) / |s| = -((1, 1)/sqrt2 - (1, 0)/sqrt2) = (0, -1/sqrt2)

@@ -142,6 +142,7 @@ def test_full_model_gradients_with_extra_grads_on_hidden_states_scores_and_probs
     record("full model + extra grads", errors, 1e-5)
 
 
+@pytest.mark.exercise("encoder_layer_backward")
 def test_encoder_layer_gradients_input_and_every_parameter():
     # One layer, dropout on, padding bias, extra dscores/dprobs. Tolerance 1e-7: a single
     # layer's error should be at the finite-difference floor (~1e-9).

@@ -38,6 +38,7 @@ def test_no_decay_exempts_biases_and_layernorm_only():
 
 # ----------------------------------------------------------------------------- AdamW
 
+@pytest.mark.exercise("adamw_step")
 def test_first_step_closed_form_with_bias_correction():
     # At step 1 the bias-corrected moments are exactly g and g^2, so Adam's update is
     # lr * g / (|g| + eps) (a step of size ~lr in every coordinate), plus the decoupled decay
@@ -54,6 +55,7 @@ def test_first_step_closed_form_with_bias_correction():
         np.testing.assert_allclose(p, expected, rtol=1e-12, atol=1e-15, err_msg=name)
 
 
+@pytest.mark.exercise("adamw_step")
 def test_zero_grad_only_decays_the_decayed_parameters():
     params = _params(np.float32)
     p0 = _copy(params)
@@ -68,6 +70,7 @@ def test_zero_grad_only_decays_the_decayed_parameters():
             np.testing.assert_array_equal(p, p0[name] * np.float32(1 - lr * wd), err_msg=name)
 
 
+@pytest.mark.exercise("adamw_step")
 def test_adamw_keeps_float32_and_leaves_grads_alone():
     params = _params(np.float32)
     grads = _grads(params, 2)
@@ -81,6 +84,7 @@ def test_adamw_keeps_float32_and_leaves_grads_alone():
         np.testing.assert_array_equal(grads[name], g0[name])
 
 
+@pytest.mark.exercise("adamw_step")
 def test_adamw_matches_torch_adamw():
     torch = pytest.importorskip("torch")
     params = _params(np.float32)
