@@ -3,8 +3,8 @@
 An exercise is a function of the library whose body holds a `# BEGIN EXERCISE <name>` region.
 This file says which module holds it and which lesson section teaches it; the words a student
 reads (the task, the numbered questions that go into the stub, three levels of hints, a stub
-docstring where the library's states the answer) live in `texts_model.py` and
-`texts_distill.py`; the checks live in `checks_*.py`.
+docstring where the library's states the answer) live in `texts_model.py`,
+`texts_distill.py` and `texts_shrink.py`; the checks live in `checks_*.py`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Text(NamedTuple):
 L1, L2, L3 = "lessons/01_gradients.py", "lessons/02_softmax_temperature.py", "lessons/03_layernorm_gelu.py"
 L4, L5, L6 = "lessons/04_attention.py", "lessons/05_bert.py", "lessons/06_finetune.py"
 L7, L8, L9 = "lessons/07_distillation.py", "lessons/08_intermediate.py", "lessons/09_compression.py"
+L11 = "lessons/11_shrink.py"
 
 # Course order: each exercise builds on the ideas (not the code) of the ones before it.
 EXERCISES: list[Exercise] = [
@@ -74,6 +75,12 @@ EXERCISES: list[Exercise] = [
              "the DistilBERT cosine loss on hidden states"),
     Exercise("param_count", "model_size", L9, "1. The teacher",
              "how many parameters a BERT has, from its config alone"),
+    Exercise("quantize", "quantize", L11, "1. One weight matrix, 8, 6 and 4 bits",
+             "symmetric int8 quantization, one scale per tensor, column or row"),
+    Exercise("dequantize", "quantize", L11, "1. One weight matrix, 8, 6 and 4 bits",
+             "the float weights that int8 levels and their scales stand for"),
+    Exercise("head_gate_backward", "prune", L11, "4. Which heads matter: |dL/d gate| per head",
+             "backward of a gate per attention head: the gradient head pruning ranks by"),
 ]
 
 
@@ -88,4 +95,5 @@ def exercise_by_name(name: str) -> Exercise:
 def texts(name: str) -> Text:
     from minibert.classroom.texts_distill import TEXTS as distill
     from minibert.classroom.texts_model import TEXTS as model
-    return {**model, **distill}[name]
+    from minibert.classroom.texts_shrink import TEXTS as shrink
+    return {**model, **distill, **shrink}[name]
