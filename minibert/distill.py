@@ -13,9 +13,10 @@ The recipe (Hinton et al. 2015; DistilBERT, Sanh et al. 2019; TinyBERT, Jiao et 
    optional intermediate terms: hidden-state MSE (through a learned projection when the
    student is narrower), attention-score MSE (padding masked) and the DistilBERT cosine
    loss on the last hidden state (`minibert.objective.student_objective`).
-4. The teacher's logits on the training set are computed ONCE and cached; its hidden states /
-   attention scores are cached when they fit, else recomputed per batch
-   (`minibert.teacher_cache.TeacherCache`).
+4. The teacher's logits on the training set are computed ONCE and cached, on disk too (under a
+   fingerprint of teacher, tokenizer, data and max_length, shared by later runs); its hidden
+   states / attention scores are cached in memory when they fit, else recomputed per batch
+   (`minibert.teacher_cache`). A hard-only run (alpha 1, no intermediate loss) never runs it.
 
 This module is the command: it checks the teacher, trains a student with train.fit, and
 compares teacher and student (accuracy, macro-F1, size, latency).
@@ -39,7 +40,7 @@ from minibert.objective import DistillSettings, check_settings, make_distill_ste
 from minibert.student import (describe_mapping, init_projections, init_student, parse_init_from,
                               same_shape_layers, strip_projections, student_config,
                               student_init_rng, uniform_layer_map)
-from minibert.teacher_cache import TeacherCache
+from minibert.teacher_cache import TeacherCache, cached_logits, shared_cache_dir, teacher_fingerprint
 from minibert.train import TrainConfig, fit, make_eval_fn, write_head_record
 from minibert.weights import load_model, load_model_and_tokenizer, save_model
 
@@ -262,13 +263,20 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
           f" + {settings.cosine_weight:g}*cosine; {len(data.train)} train / {len(data.dev)} dev "
           f"examples, max_length {tcfg.max_length}, {tcfg.epochs} epochs")
     logits = None
-    if transfer_logits is not None:                  # the teacher runs on the labelled rows only
-        n_labelled = len(splits["train"].labels) - len(transfer_logits)
-        labelled = splits["train"]._replace(**{f: getattr(splits["train"], f)[:n_labelled]
-                                              for f in splits["train"]._fields})
-        base = TeacherCache(tparams, tconfig, labelled, DistillSettings(layer_map=settings.layer_map),
-                            tcfg.batch_size, progress=True)              # logits only
-        logits = np.concatenate([base.logits, transfer_logits])
+    if not settings.hard_only:                       # hard-only: the teacher never runs
+        labelled = splits["train"]
+        if transfer_logits is not None:              # the teacher runs on the labelled rows only
+            n_labelled = len(splits["train"].labels) - len(transfer_logits)
+            labelled = labelled._replace(**{f: getattr(labelled, f)[:n_labelled]
+                                            for f in labelled._fields})
+        fp = teacher_fingerprint(args.teacher, labelled, tcfg.max_length)
+        logits, found = cached_logits(tparams, tconfig, labelled, fp,
+                                      [out, shared_cache_dir() / fp], tcfg.batch_size,
+                                      progress=True)
+        if found is not None:
+            print(f"teacher logits: reused from {found} (fingerprint {fp[:12]})")
+        if transfer_logits is not None:
+            logits = np.concatenate([logits, transfer_logits])
     teacher = TeacherCache(tparams, tconfig, splits["train"], settings, tcfg.batch_size,
                            progress=True, logits=logits)
     print(teacher.describe())

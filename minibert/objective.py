@@ -42,12 +42,18 @@ class DistillSettings(NamedTuple):
     def needs_scores(self) -> bool:
         return self.attention_weight > 0
 
+    @property
+    def hard_only(self) -> bool:
+        """alpha = 1 and no intermediate loss: nothing of the teacher is used, so it never runs."""
+        return self.alpha == 1.0 and not (self.needs_hidden or self.needs_scores)
+
 
 class TeacherBatch(NamedTuple):
     """What the student learns from, for one batch. hidden / scores only hold the mapped
     entries: hidden[j] is teacher hidden state g[j] (B,T,Ht) for student state j = 0..Ls,
-    scores[j] is teacher block g[j+1]-1's pre-softmax scores (B,nh,T,T) for student block j."""
-    logits: np.ndarray                    # (B, C)
+    scores[j] is teacher block g[j+1]-1's pre-softmax scores (B,nh,T,T) for student block j.
+    logits None: a hard-only run (settings.hard_only), where the teacher is not consulted."""
+    logits: np.ndarray | None             # (B, C)
     hidden: list | None = None
     scores: list | None = None
 
@@ -92,7 +98,10 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
     model_params = strip_projections(params)             # the model checks its keys exactly
     logits, out, cache = classify_forward(model_params, config, ids, mask, token_type_ids, rng=rng,
                                           output_hidden=want_h, output_attentions=want_s)
-    kd, dlogits, kd_parts = distillation_loss(logits, teacher.logits, labels, settings.alpha,
+    # hard-only (no teacher logits): the student's own logits stand in for the teacher's, so the
+    # KL term is exactly 0 with a 0 gradient and, weighted by 1 - alpha = 0, changes nothing
+    target = logits.copy() if teacher.logits is None else teacher.logits
+    kd, dlogits, kd_parts = distillation_loss(logits, target, labels, settings.alpha,
                                               settings.temperature)
     loss = float(kd)
     parts = {"ce": float(kd_parts["ce"]), "kl": float(kd_parts["kl"]), "hidden": 0.0,
@@ -144,9 +153,9 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
 def make_distill_step(config: BertConfig, teacher, settings: DistillSettings):
     """step_fn for train.train_step: student_objective on one batch against the teacher's
     targets for it. teacher: anything with .batch(LabeledBatch) -> TeacherBatch (a
-    teacher_cache.TeacherCache)."""
+    teacher_cache.TeacherCache); a hard-only run (settings.hard_only) never asks it."""
     def step(params, batch, rng):
-        tb = teacher.batch(batch)
+        tb = TeacherBatch(None) if settings.hard_only else teacher.batch(batch)
         return student_objective(params, config, batch.ids, batch.mask, batch.token_type_ids,
                             batch.labels, tb, settings, rng)
     return step

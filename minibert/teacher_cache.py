@@ -7,14 +7,29 @@ The teacher's logits on the training set are computed ONCE and cached (N, C); th
 change because the teacher is frozen. Teacher hidden states / attention scores (only needed
 for the intermediate losses) are much bigger (N*T*Ht floats per layer), so they are cached
 only when they fit in a memory budget, and otherwise recomputed per batch with a cheap,
-cache-free teacher forward (see `TeacherCache`).
+cache-free teacher forward (see `TeacherCache`). A hard-only run (alpha = 1, no intermediate
+loss) uses nothing of the teacher, so it computes nothing.
+
+On disk (`cached_logits`): the logits for one teacher, split and max_length are saved under a
+fingerprint (`teacher_fingerprint`: sha256 over the teacher's weights, config and tokenizer
+files, the split's token ids / masks / types, max_length and what is cached) in the run's own
+folder (teacher_logits.npy + .json, so `--resume` reuses them) and in the shared cache
+`shared_cache_dir()/<fingerprint>/`, so a KD run, its hard-only control, a sweep and a resumed
+run compute them once. A changed teacher, tokenizer, data or max_length gives a new fingerprint
+and a fresh computation. Hidden states / scores are not cached on disk (too big; see above).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 
 from minibert.batches import make_batch, sorted_batches
+from minibert.files import atomic_write_json, atomic_write_npy, cache_dir, sha256_file
 from minibert.fast_model import classify_forward
 from minibert.model import BertConfig
 from minibert.objective import DistillSettings, TeacherBatch
@@ -22,6 +37,9 @@ from minibert.progress import progress_bar
 
 
 TEACHER_CACHE_MB = 256   # cache teacher hidden states / scores only if they fit in this many MB
+CACHE_ENV = "MINIBERT_TEACHER_CACHE"       # overrides shared_cache_dir() (the tests use it)
+LOGITS_NAME, LOGITS_META = "teacher_logits.npy", "teacher_logits.json"
+CACHE_FORMAT = "minibert-teacher-logits-1"
 
 
 def teacher_forward(params: dict, config: BertConfig, batch, settings: DistillSettings):
@@ -85,6 +103,11 @@ class TeacherCache:
         """logits: the (N, C) logits from an earlier run (e.g. saved by the demo); with them
         and no intermediate losses, the teacher does not run at all."""
         self.params, self.config, self.settings = params, config, settings
+        self.hard_only = settings.hard_only
+        if self.hard_only:                   # alpha = 1, no intermediate loss: no teacher at all
+            self.intermediate = self.stored = False
+            self.logits = self.hidden = self.scores = None
+            return
         n, tmax = split.ids.shape
         self.cache_bytes = intermediate_cache_bytes(split, config, settings)
         self.intermediate = settings.needs_hidden or settings.needs_scores
@@ -122,6 +145,8 @@ class TeacherCache:
         bar.close()
 
     def describe(self) -> str:
+        if self.hard_only:
+            return "hard-only (alpha 1, no intermediate loss): the teacher's outputs are not used"
         if not self.intermediate:
             return f"teacher logits cached once ({self.logits.shape[0]} x {self.logits.shape[1]})"
         mb = self.cache_bytes / 2**20
@@ -133,6 +158,8 @@ class TeacherCache:
     def batch(self, batch) -> TeacherBatch:
         """The teacher's targets for a LabeledBatch (rows batch.index of the split)."""
         idx, T = batch.index, batch.ids.shape[1]
+        if self.hard_only:
+            return TeacherBatch(None)
         logits = self.logits[idx]                                               # (B,C)
         if not self.intermediate:
             return TeacherBatch(logits)
@@ -143,3 +170,91 @@ class TeacherCache:
         scores = None if self.scores is None else [s[idx, :, :T, :T] for s in self.scores]
         return TeacherBatch(logits, hidden, scores)
 
+
+
+# ----------------------------------------------------------------------------- on disk
+
+def shared_cache_dir() -> Path:
+    """Where teacher logits are shared between runs: $MINIBERT_TEACHER_CACHE, else
+    files.cache_dir()/teacher_outputs (~/.cache/minibert/teacher_outputs)."""
+    return Path(os.environ.get(CACHE_ENV) or cache_dir() / "teacher_outputs")
+
+
+def teacher_fingerprint(teacher_dir, split, max_length: int, what: str = "logits") -> str:
+    """sha256 (hex) of everything the teacher's cached outputs depend on.
+
+    Inputs: the teacher's model directory (model.safetensors, config.json, tokenizer.json,
+    vocab.txt when present), an EncodedSplit (its ids, mask, token types and lengths, in order),
+    max_length, what is cached ("logits"). Returns: 64 hex characters.
+    """
+    d = Path(teacher_dir)
+    files = {name: sha256_file(d / name) for name in
+             ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt")
+             if (d / name).is_file()}
+    h = hashlib.sha256()
+    for a in (split.ids, split.mask, split.token_type_ids, split.lengths):
+        a = np.ascontiguousarray(a, dtype=np.int64)
+        h.update(str(a.shape).encode() + a.tobytes())
+    record = {"format": CACHE_FORMAT, "files": files, "split": h.hexdigest(),
+              "max_length": int(max_length), "what": what}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cached(folder: Path, fp: str, shape: tuple) -> np.ndarray | None:
+    """The logits saved in folder under fingerprint fp, or None (missing, stale or damaged)."""
+    try:
+        meta = json.loads((folder / LOGITS_META).read_text(encoding="utf-8"))
+        if meta.get("format") != CACHE_FORMAT or meta.get("fingerprint") != fp:
+            return None
+        logits = np.load(folder / LOGITS_NAME, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return logits if logits.shape == shape and logits.dtype == np.float32 else None
+
+
+def _ours_or_missing(folder: Path) -> bool:
+    """True if folder holds no teacher_logits files, or ones this module wrote (never replace
+    a file minibert did not write)."""
+    npy, meta = folder / LOGITS_NAME, folder / LOGITS_META
+    if not npy.exists() and not meta.exists():
+        return True
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == CACHE_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def cached_logits(params: dict, config: BertConfig, split, fingerprint: str, folders: list,
+                  batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, Path | None]:
+    """The teacher's (N, C) logits on split, read from the first folder that holds them under
+    `fingerprint`, else computed once (TeacherCache, logits only); saved into every other folder.
+
+    Inputs: teacher params/config, an EncodedSplit, its teacher_fingerprint, folders to look in
+    and save to (e.g. [run folder, shared_cache_dir()/fingerprint]), batch size, progress.
+    Returns: (logits float32 (N, C), the folder they were read from or None if computed).
+    A folder that cannot be written (read-only cache) is skipped with a note.
+    """
+    shape = (len(split.labels), config.num_labels)
+    folders = [Path(f) for f in folders]
+    found = next((f for f in folders if _read_cached(f, fingerprint, shape) is not None), None)
+    if found is not None:
+        logits = _read_cached(found, fingerprint, shape)
+    else:
+        logits = TeacherCache(params, config, split, DistillSettings(), batch_size,
+                              progress=progress).logits
+    for folder in folders:
+        if folder == found:
+            continue
+        if not _ours_or_missing(folder):
+            print(f"note: {folder} holds teacher_logits files minibert did not write; "
+                  f"not caching there")
+            continue
+        try:
+            (folder / LOGITS_META).unlink(missing_ok=True)   # no old record over the new array
+            atomic_write_npy(folder / LOGITS_NAME, logits)
+            atomic_write_json(folder / LOGITS_META, {"format": CACHE_FORMAT,
+                                                     "fingerprint": fingerprint,
+                                                     "shape": list(shape)})
+        except OSError as err:
+            print(f"note: could not cache the teacher logits in {folder} ({err})")
+    return logits, found

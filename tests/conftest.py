@@ -88,3 +88,10 @@ def tiny_mlm_dir(tmp_path_factory, tiny_tokenizer_dir):
 
 def read_json(path):
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(autouse=True)
+def _private_teacher_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own shared teacher-logits cache (teacher_cache.CACHE_ENV), so no test
+    reads or writes the user's ~/.cache/minibert/teacher_outputs or sees another test's."""
+    monkeypatch.setenv("MINIBERT_TEACHER_CACHE", str(tmp_path_factory.mktemp("teacher_cache")))

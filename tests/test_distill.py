@@ -4,6 +4,7 @@ cache, the `minibert distill` command and its errors. Tiny models only: the file
 from __future__ import annotations
 
 import json
+import shutil
 from argparse import Namespace
 
 import numpy as np
@@ -271,11 +272,96 @@ def test_teacher_logits_are_computed_once(tiny_task, tmp_path, monkeypatch):
     calls = count_teacher_forwards(monkeypatch)
     counts = []
     for epochs in ("1", "3"):
+        monkeypatch.setenv(TC.CACHE_ENV, str(tmp_path / f"cache{epochs}"))  # nothing shared
         calls.clear()
         assert main(distill_argv(tiny_task, tmp_path / epochs, "--epochs", epochs)) == 0
         counts.append((len(calls), sum(calls)))
     n_train = 128                                            # 80% of 160
     assert counts[0] == counts[1] == (n_train // 16, n_train)  # one pass, not one per epoch
+
+
+def test_hard_only_run_never_runs_the_teacher(tiny_task, tmp_path, monkeypatch, capsys):
+    calls = count_teacher_forwards(monkeypatch)
+    assert main(distill_argv(tiny_task, tmp_path / "hard", "--alpha", "1")) == 0
+    assert calls == []
+    assert "the teacher's outputs are not used" in capsys.readouterr().out
+    assert not (tmp_path / "hard" / TC.LOGITS_NAME).exists()
+    calls.clear()                                            # an intermediate loss needs it
+    assert main(distill_argv(tiny_task, tmp_path / "hid", "--alpha", "1",
+                             "--hidden-weight", "1")) == 0
+    assert sum(calls) >= 128
+
+
+def test_hard_only_step_equals_alpha_one_with_teacher_logits():
+    """Skipping the teacher changes nothing: loss and grads equal those of alpha = 1 against
+    real teacher logits (their KL term is weighted by 0)."""
+    rng = np.random.default_rng(3)
+    config = tiny_config(num_labels=3)
+    params = init_params(config, rng)
+    split = random_split(rng, 6, 8, config.vocab_size)
+    settings = O.DistillSettings(alpha=1.0, layer_map=(0, 1, 2))
+    teacher_logits = rng.standard_normal((6, 3)).astype(np.float32)
+    a = O.student_objective(params, config, split.ids, split.mask, split.token_type_ids,
+                            split.labels, O.TeacherBatch(teacher_logits), settings)
+    b = O.student_objective(params, config, split.ids, split.mask, split.token_type_ids,
+                            split.labels, O.TeacherBatch(None), settings)
+    assert a[0] == b[0] and a[2]["ce"] == b[2]["ce"]
+    assert all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
+    assert settings.hard_only and not settings._replace(alpha=0.9).hard_only
+    assert not settings._replace(cosine_weight=1.0).hard_only
+
+
+def test_second_run_with_same_fingerprint_reuses_the_logits(tiny_task, tmp_path, monkeypatch,
+                                                             capsys):
+    calls = count_teacher_forwards(monkeypatch)
+    assert main(distill_argv(tiny_task, tmp_path / "a")) == 0
+    assert sum(calls) == 128                                 # computed once, saved
+    first = np.load(tmp_path / "a" / TC.LOGITS_NAME)
+    calls.clear()
+    capsys.readouterr()
+    assert main(distill_argv(tiny_task, tmp_path / "b", "--temperature", "4")) == 0
+    assert calls == []                                       # another run, same fingerprint
+    assert "teacher logits: reused from" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / TC.LOGITS_NAME), first)
+    assert main(distill_argv(tiny_task, tmp_path / "c", "--max-length", "12")) == 0
+    assert sum(calls) == 128                                 # other max_length: recomputed
+
+
+def test_fingerprint_changes_with_teacher_split_and_length(tiny_task, tmp_path):
+    from minibert.batches import encode_examples
+    from minibert.data import load_dataset
+    from minibert.tokenizer import Tokenizer
+    tok = Tokenizer.from_dir(tiny_task.teacher)
+    train = load_dataset(f"csv:{tiny_task.data}").train
+    split = encode_examples(tok, train, 32)
+    fp = TC.teacher_fingerprint(tiny_task.teacher, split, 32)
+    assert fp == TC.teacher_fingerprint(tiny_task.teacher, encode_examples(tok, train, 32), 32)
+    assert fp != TC.teacher_fingerprint(tiny_task.teacher, split, 33)
+    assert fp != TC.teacher_fingerprint(tiny_task.teacher, split, 32, what="hidden")
+    assert fp != TC.teacher_fingerprint(tiny_task.teacher, encode_examples(tok, train[1:], 32), 32)
+    other = tmp_path / "t"
+    shutil.copytree(tiny_task.teacher, other)
+    assert TC.teacher_fingerprint(other, split, 32) == fp     # the files' bytes, not their path
+    (other / "config.json").write_text((other / "config.json").read_text() + " ")
+    assert TC.teacher_fingerprint(other, split, 32) != fp
+
+
+def test_cached_logits_never_replace_foreign_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    config = tiny_config(num_labels=3)
+    params = init_params(config, rng)
+    split = random_split(rng, 5, 6, config.vocab_size)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / TC.LOGITS_NAME).write_bytes(b"not ours")
+    mine = tmp_path / "mine"
+    logits, found = TC.cached_logits(params, config, split, "f" * 64, [foreign, mine])
+    assert found is None and (foreign / TC.LOGITS_NAME).read_bytes() == b"not ours"
+    assert "minibert did not write" in capsys.readouterr().out
+    again, found = TC.cached_logits(params, config, split, "f" * 64, [foreign, mine])
+    assert found == mine and np.array_equal(again, logits)
+    _, found = TC.cached_logits(params, config, split, "e" * 64, [mine])
+    assert found is None                                     # other fingerprint: recomputed
 
 
 def test_narrow_student_with_projection_runs(tiny_task, tmp_path):
