@@ -204,12 +204,14 @@ def cli_distill_general(args) -> int:
     print(f"teacher {args.teacher}: {tconfig.num_layers} layers, hidden {tconfig.hidden_size}, "
           f"{'a' if tconfig.mlm_head else 'no'} masked-LM head; student: {config.num_layers} "
           f"layers, hidden {config.hidden_size}, {config.num_heads} heads")
-    print(describe_mapping(init_layers, config.num_layers, tconfig.num_layers))
+    print(describe_mapping(init_layers, config.num_layers, tconfig.num_layers)
+          .replace("embeddings, pooler, head copied", "embeddings copied"))
     if config.hidden_size != tconfig.hidden_size:
         print(f"projections {config.hidden_size}->{tconfig.hidden_size} learned for the hidden-state terms")
     terms = " + ".join(f"{v:g}*{k[:-len('_weight')]}" for k, v in settings._asdict().items()
                        if k.endswith("_weight") and v > 0)
-    print(f"loss: {terms} (T={settings.temperature:g}); {len(train)} train / {len(dev)} held-out "
+    t_note = f" (T={settings.temperature:g})" if settings.soft_mlm_weight > 0 else ""
+    print(f"loss: {terms}{t_note}; {len(train)} train / {len(dev)} held-out "
           f"sentences from {name}, max_length {tcfg.max_length}, {tcfg.epochs} epochs")
     record = {"general_distilled": True, "teacher": str(args.teacher),
               "fingerprint": fingerprint(args.teacher), "data": name, "limit": args.limit,
