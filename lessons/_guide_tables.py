@@ -38,11 +38,16 @@ def cell(seeds: list[dict], key: str) -> str:
 
 def main() -> None:
     full, tiny = load(False), load(True)
-    print("| lesson | class size | `--tiny` |\n|---|---:|---:|")
+    def when(rec):
+        if rec is None:
+            return "-"
+        cpu = f", CPU {rec['cpu_seconds']:.1f} s" if "cpu_seconds" in rec else ""
+        load = f", load {rec['load_average']:.1f}" if "load_average" in rec else ""
+        return f"{rec['seconds']:.1f} s{cpu}{load}"
+
+    print("| lesson | class size: wall time, CPU time, load average | `--tiny`: the same |\n|---|---|---|")
     for n in sorted(set(full) | set(tiny)):
-        f = f"{full[n]['seconds']:.1f} s" if n in full else "-"
-        t = f"{tiny[n]['seconds']:.1f} s" if n in tiny else "-"
-        print(f"| {n} | {f} | {t} |")
+        print(f"| {n} | {when(full.get(n))} | {when(tiny.get(n))} |")
     for name, recs in (("class size", full), ("--tiny", tiny)):
         if 7 not in recs:
             continue
