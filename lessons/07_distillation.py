@@ -230,8 +230,11 @@ showed = [
     f"Copying teacher layers is the biggest win: dev accuracy {mean('acc', *kd):.3f} vs "
     f"{mean('acc', 'random', 0.5, 2.0):.3f} from random init after {n_steps} steps.",
     f"The soft term transfers what a hard label cannot: KL to the teacher {mean('kl', *kd):.3f} vs "
-    f"{mean('kl', *hard):.3f} hard-only, runner-up agreement {mean('runner_up', *kd):.2f} vs "
-    f"{mean('runner_up', *hard):.2f} (dev accuracy {mean('acc', *kd):.3f} vs {mean('acc', *hard):.3f}).",
+    f"{mean('kl', *hard):.3f} hard-only; soft only, the student agrees with the teacher on "
+    f"{mean('agree', 'teacher', 0.0, 2.0):.2f} of dev vs {mean('agree', *hard):.2f}, runner-up "
+    f"{mean('runner_up', 'teacher', 0.0, 2.0):.2f} vs {mean('runner_up', *hard):.2f} (dev accuracy "
+    f"{mean('acc', *kd):.3f} vs {mean('acc', *hard):.3f}"
+    + (", within the seed spread)." if not args.tiny else ")."),
     (f"Temperature matters when the teacher is confident: runner-up agreement "
      f"{mean('runner_up', 'teacher', 0.0, 1.0):.2f} at T=1, {mean('runner_up', 'teacher', 0.0, 4.0):.2f} at T=4."
      if args.tiny else
