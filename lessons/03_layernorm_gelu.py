@@ -127,8 +127,8 @@ fd_pts = numerical_vjp(lambda v: gelu_forward(v)[0], pts.copy(), np.ones_like(pt
 ax2.plot(pts, fd_pts, "o", ms=4, label="centred differences")
 ax2.axhline(0, color="k", lw=0.5)
 ax2.set_xlim(-4, 4)
-ax2.set_title(f"GELU'(x): dips below 0 (min {slope.min():.3f} at x = {grid[np.argmin(slope)]:.2f}); "
-              f"finite differences agree", fontsize=10)
+ax2.set_title(f"GELU'(x) dips below 0 (min {slope.min():.3f} at x = {grid[np.argmin(slope)]:.2f})",
+              fontsize=10)
 ax2.set_xlabel("x")
 ax2.set_ylabel("d GELU / dx")
 ax2.legend(fontsize=8)

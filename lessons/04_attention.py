@@ -145,8 +145,8 @@ ax.semilogx(hss, [sat[h][0] for h in hss], "o-", base=2, label="unscaled q.k")
 ax.semilogx(hss, [sat[h][1] for h in hss], "s-", base=2, label="q.k / sqrt(hs)")
 ax.set_xlabel("head size hs (random unit-variance q, k; 64 keys)")
 ax.set_ylabel("mean largest attention weight")
-ax.set_title(f"Without 1/sqrt(hs), softmax saturates: max weight {sat[max(sat)][0]:.2f} unscaled "
-             f"vs {sat[max(sat)][1]:.2f} at hs={max(sat)}", fontsize=9)
+ax.set_title(f"Unscaled, softmax saturates: max weight {sat[max(sat)][0]:.2f} vs "
+             f"{sat[max(sat)][1]:.2f} at hs={max(sat)}", fontsize=10)
 ax.set_ylim(0, 1.05)
 ax.legend()
 savefig(fig, "lesson04_scaling.png")
