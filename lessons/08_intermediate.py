@@ -15,7 +15,7 @@ also asks the student's inside to look like the teacher's:
 The loss: alpha*CE + (1-alpha)*T^2*KL + w_h * sum_j MSE_hidden_j + w_a * sum_j MSE_attn_j.
 The teacher's hidden states and scores are cached once, like its logits, when they fit in memory.
 
-Derive it yourself first (exercises hidden_mse and attention_mse, where they exist in
+Derive it yourself first (exercises hidden_mse and attention_mse, see
 `minibert exercises list`): the gradient of a masked mean squared error through a learned
 projection, for the student state, W and b. Section 1 checks the library's against finite
 differences.
