@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import exercise_checks, weights
+from minibert import exercise_checks, fetch, hf_convert, weights
 from minibert.gradcheck import rel_error
 from minibert.losses import cross_entropy
 from minibert.model import (bert_forward, classify_backward, classify_forward, count_params,
@@ -53,14 +53,14 @@ for r in checks:
 section("2. The whole model against PyTorch: the tiny fixture, every gradient by name")
 ref = np.load(FIXTURES / "tiny_cls_reference.npz")
 with tempfile.TemporaryDirectory() as tmp:
-    weights.convert_checkpoint(FIXTURES / "tiny_cls", Path(tmp) / "tiny", verbose=False)
+    hf_convert.convert_checkpoint(FIXTURES / "tiny_cls", Path(tmp) / "tiny", verbose=False)
     tiny_params, tiny_config = weights.load_model(Path(tmp) / "tiny")
 print(f"tiny_cls: {tiny_config.num_layers} layers, H={tiny_config.hidden_size}, "
       f"{tiny_config.num_heads} heads, {tiny_config.num_labels} labels, "
       f"{count_params(tiny_params):,} parameters; batch ids {ref['ids'].shape}")
 ref_grads = {k[len("grad/"):]: ref[k] for k in ref.files if k.startswith("grad/")}
-state, _, _ = weights.split_hf_state(ref_grads)
-ref_grads = weights.hf_to_minibert(state, tiny_config)      # PyTorch's names -> ours (with transposes)
+state, _, _ = hf_convert.split_hf_state(ref_grads)
+ref_grads = hf_convert.hf_to_minibert(state, tiny_config)      # PyTorch's names -> ours (with transposes)
 H = tiny_config.hidden_size
 for dtype in (np.float64, np.float32):
     p = {k: v.astype(dtype) for k, v in tiny_params.items()}
@@ -93,7 +93,7 @@ else:
     teacher_dir = ROOT / "weights" / "minilm-l6"
     if not (teacher_dir / "model.safetensors").exists():
         print("fetching the teacher (minibert fetch-teacher) ...")
-    weights.fetch_teacher(teacher_dir)                   # idempotent: checks the manifest
+    fetch.fetch_teacher(teacher_dir)                   # idempotent: checks the manifest
     t0 = time.perf_counter()
     params, config = weights.load_model(teacher_dir)
     tok = Tokenizer.from_dir(teacher_dir)

@@ -52,7 +52,7 @@ if args.tiny:
     data = load_dataset(f"csv:{write_tiny_dataset(WORK / 'sentiment.csv', n=400, num_classes=2, seed=0)}")
     tcfg = TrainConfig(epochs=3, lr=5e-3, batch_size=16, max_length=16, progress=False)
 else:
-    from minibert.weights import fetch_teacher
+    from minibert.fetch import fetch_teacher
     base_dir = fetch_teacher(ROOT / "weights" / "minilm-l6")
     data = load_dataset("default", limit=600, seed=0)
     tcfg = TrainConfig(epochs=3, lr=2e-4, batch_size=32, max_length=32, progress=False)

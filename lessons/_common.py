@@ -162,7 +162,7 @@ class Task:
             self.n_labelled, self.seeds = 48, 3
             self.compress = TrainConfig(epochs=1, lr=5e-3, batch_size=16, max_length=16, **shared)
         else:
-            from minibert.weights import fetch_teacher
+            from minibert.fetch import fetch_teacher
             self.base_dir = fetch_teacher(ROOT / "weights" / "minilm-l6")
             self.data = load_dataset("default", limit=600, seed=0)
             self.name = "all-MiniLM-L6-v2 on 600 tweets of the default sentiment corpus"

@@ -101,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch-teacher", help="download, verify and convert the default teacher")
     p.add_argument("--out", default="weights/minilm-l6")
-    p.set_defaults(handler="minibert.weights:cli_fetch_teacher")
+    p.set_defaults(handler="minibert.fetch:cli_fetch_teacher")
 
     p = sub.add_parser("convert", help="convert a local Hugging Face BERT (safetensors) to minibert")
     p.add_argument("hf_dir")
     p.add_argument("out_dir")
     _add_output_flags(p, resume=False)
-    p.set_defaults(handler="minibert.weights:cli_convert")
+    p.set_defaults(handler="minibert.hf_convert:cli_convert")
 
     p = sub.add_parser("export", help="write a minibert model in the Hugging Face layout")
     p.add_argument("model_dir")
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a pruned model as smaller tensors + pruned_heads in config.json (transformers < 5); "
                         "default: removed heads written back as zeros, which every version loads")
     _add_output_flags(p, resume=False)
-    p.set_defaults(handler="minibert.weights:cli_export")
+    p.set_defaults(handler="minibert.hf_convert:cli_export")
 
     p = sub.add_parser("embed", help="mean-pooled, L2-normalised sentence embeddings")
     p.add_argument("--model", default="weights/minilm-l6")

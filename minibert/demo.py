@@ -242,33 +242,6 @@ def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
     return max(1, int(round(sizes.student_epochs * ratio)))
 
 
-# ----------------------------------------------------------------------------- plots
-
-def plot_curves(runs: list[dict], path) -> None:
-    """Training loss (running mean) and dev accuracy at the end of each epoch, against steps."""
-    from minibert.plots import plt, running_mean, save_figure   # plots sets the Agg backend
-    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, r in enumerate(runs):                      # x in optimizer steps: the students
-        losses = r["step_losses"]                     # take equally many, epochs differ
-        steps_per_epoch = len(losses) / max(1, len(r["history"]))
-        if losses:
-            ax_loss.plot(np.arange(1, len(losses) + 1),
-                         running_mean(losses, max(1, len(losses) // 25)), color=f"C{i}",
-                         label=r["name"])
-        ax_dev.plot([h["epoch"] * steps_per_epoch for h in r["history"]],
-                    [h["dev"]["accuracy"] for h in r["history"]], "o-", color=f"C{i}",
-                    label=r["name"])
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("training loss (running mean; KD loss is not CE)")
-    ax_dev.set_xlabel("step (end of each epoch)")
-    ax_dev.set_ylabel("dev accuracy")
-    for ax in (ax_loss, ax_dev):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("minibert demo: teacher fine-tuning and student training")
-    save_figure(fig, path)
-
-
 # ----------------------------------------------------------------------------- the sweep
 
 def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: DemoSizes,
@@ -278,6 +251,7 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
     cached logits are reused by every run). Writes sweep.json, sweep.md and sweep.png into
     out/sweep. Returns one row per setting with dev and test accuracy / macro-F1."""
     from minibert.evaluate import predict_and_score
+    from minibert.plots import plot_sweep
     temperatures = SWEEP_TEMPERATURES if temperatures is None else temperatures
     alphas = SWEEP_ALPHAS if alphas is None else alphas
     sweep_dir = out / "sweep"
@@ -306,27 +280,9 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
     table = ("Student test accuracy (macro-F1) by temperature and alpha (weight of the hard "
              f"CE), seed {seed}\n\n" + "\n".join(lines))
     atomic_write_text(sweep_dir / "sweep.md", table + "\n")
-    _plot_sweep(rows, temperatures, alphas, sweep_dir / "sweep.png")
+    plot_sweep(rows, temperatures, alphas, sweep_dir / "sweep.png")
     print(table)
     return rows
-
-
-def _plot_sweep(rows, temperatures, alphas, path) -> None:
-    from minibert.plots import plt, save_figure
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, a in enumerate(alphas):
-        acc = [next(r["test_accuracy"] for r in rows
-                    if r["temperature"] == T and r["alpha"] == a) for T in temperatures]
-        ax.plot(temperatures, acc, "o-", color=f"C{i}", label=f"alpha = {a:g}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(temperatures))
-    ax.set_xticklabels([f"{T:g}" for T in temperatures])
-    ax.set_xlabel("temperature T")
-    ax.set_ylabel("student test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("distillation sweep: temperature x alpha")
-    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -338,9 +294,9 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
     tests run it on a tiny model and dataset. Returns the results dict (also results.json)."""
     from minibert.data import load_dataset
     from minibert.distill import compare_models, format_table
-    from minibert.plots import plot_accuracy_vs_latency
+    from minibert.fetch import fetch_teacher
+    from minibert.plots import plot_accuracy_vs_latency, plot_runs
     from minibert.tokenizer import Tokenizer
-    from minibert.weights import fetch_teacher
     t_start = time.perf_counter()
     sizes = sizes or (QUICK if quick else FULL)
     out = Path(out)
@@ -412,7 +368,7 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
                "step_losses": tinfo["step_losses"]}]
     curves += [{"name": n, "history": r["history"], "step_losses": r["step_losses"]}
                for n, r in runs.items()]
-    plot_curves(curves, out / "training_curves.png")
+    plot_runs(curves, out / "training_curves.png")
     plot_accuracy_vs_latency([{"name": r["name"], "ms_per_example": r["ms_per_example"],
                                "accuracy": r["accuracy"], "params": r["params"]} for r in rows],
                              out / "accuracy_vs_speed.png",

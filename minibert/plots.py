@@ -2,6 +2,7 @@
 
 - plot_training_curves: train loss per step (and its running mean) + dev metrics per epoch.
 - plot_accuracy_vs_latency: one point per model (e.g. teacher and students), for the demo.
+- plot_runs, plot_sweep: the demo's runs side by side, and its temperature x alpha sweep.
 Every function saves atomically (tmp file + os.replace) and closes its figure.
 """
 
@@ -90,4 +91,48 @@ def plot_accuracy_vs_latency(points: list[dict], path, title: str = "accuracy vs
     ax.set_ylabel(y_key)
     ax.grid(alpha=0.3)
     ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_runs(runs: list[dict], path) -> None:
+    """Several runs in one figure (the demo's teacher and students): training loss (running
+    mean) and dev accuracy at the end of each epoch, against steps. runs: dicts with name,
+    step_losses and history (fit's records)."""
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, r in enumerate(runs):                      # x in optimizer steps: the students
+        losses = r["step_losses"]                     # take equally many, epochs differ
+        steps_per_epoch = len(losses) / max(1, len(r["history"]))
+        if losses:
+            ax_loss.plot(np.arange(1, len(losses) + 1),
+                         running_mean(losses, max(1, len(losses) // 25)), color=f"C{i}",
+                         label=r["name"])
+        ax_dev.plot([h["epoch"] * steps_per_epoch for h in r["history"]],
+                    [h["dev"]["accuracy"] for h in r["history"]], "o-", color=f"C{i}",
+                    label=r["name"])
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss (running mean; KD loss is not CE)")
+    ax_dev.set_xlabel("step (end of each epoch)")
+    ax_dev.set_ylabel("dev accuracy")
+    for ax in (ax_loss, ax_dev):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("minibert demo: teacher fine-tuning and student training")
+    save_figure(fig, path)
+
+
+def plot_sweep(rows, temperatures, alphas, path) -> None:
+    """The demo's sweep: student test accuracy against temperature, one line per alpha."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, a in enumerate(alphas):
+        acc = [next(r["test_accuracy"] for r in rows
+                    if r["temperature"] == T and r["alpha"] == a) for T in temperatures]
+        ax.plot(temperatures, acc, "o-", color=f"C{i}", label=f"alpha = {a:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(temperatures))
+    ax.set_xticklabels([f"{T:g}" for T in temperatures])
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("student test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("distillation sweep: temperature x alpha")
     save_figure(fig, path)

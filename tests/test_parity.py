@@ -2,7 +2,7 @@
 (llm.c's test_gpt2 approach: logits, loss and every gradient compared BY NAME). No torch needed,
 except in the one live test at the end (skipped when torch/transformers are not installed).
 
-Gradients are mapped from HF names to ours with the converter's own table (weights.hf_mapping):
+Gradients are mapped from HF names to ours with the converter's own table (hf_convert.hf_mapping):
 transposes, the q|k|v concatenation and the tied MLM decoder are linear, so gradients map exactly
 like weights. A gradient that matched only by position in a list would hide a swapped q and k.
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from minibert import weights
+from minibert import hf_convert, weights
 from minibert.gradcheck import rel_error
 from minibert.losses import cross_entropy
 from minibert.model import (add_grads, bert_backward, bert_forward, classify_backward, classify_forward,
@@ -90,8 +90,8 @@ def reference_grads(kind, config):
     """PyTorch's gradients, keyed by HF name in the fixture, mapped to minibert names."""
     ref = reference(f"tiny_{kind}")
     by_hf_name = {k[len("grad/"):]: ref[k] for k in ref.files if k.startswith("grad/")}
-    state, _, _ = weights.split_hf_state(by_hf_name)
-    return weights.hf_to_minibert(state, config)
+    state, _, _ = hf_convert.split_hf_state(by_hf_name)
+    return hf_convert.hf_to_minibert(state, config)
 
 
 def split_key_bias(name, g, H):

@@ -319,7 +319,8 @@ def test_pruned_model_exports_with_zero_heads_and_transformers_gives_the_same_lo
 
     from minibert.fast_model import classify_forward
     from minibert.prune import remove_heads
-    from minibert.weights import export_hf, save_model
+    from minibert.hf_convert import export_hf
+    from minibert.weights import save_model
     params, config = _model(dtype=np.float32)
     pp, pc = remove_heads(params, config, {0: [0, 2], 1: [3]})
     save_model(tmp_path / "m", pp, pc)
@@ -339,7 +340,8 @@ def test_pruned_heads_config_export_converts_back_to_the_same_model(tmp_path):
     import json
 
     from minibert.prune import remove_heads
-    from minibert.weights import convert_checkpoint, export_hf, load_model, save_model
+    from minibert.hf_convert import convert_checkpoint, export_hf
+    from minibert.weights import load_model, save_model
     from tiny import write_tiny_tokenizer
     params, config = _model(dtype=np.float32)
     pp, pc = remove_heads(params, config, {1: [1, 2]})

