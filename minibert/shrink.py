@@ -239,6 +239,7 @@ def redistill(params: dict, config, args, splits: dict, out: Path):
     from minibert.objective import DistillSettings
     from minibert.teacher_cache import TeacherCache
     from minibert.batches import train_batches
+    from minibert.checkpoints import CHECKPOINT_NAME
     from minibert.train import TrainConfig, fit, make_eval_fn
     from minibert.weights import load_model
 
@@ -264,6 +265,7 @@ def redistill(params: dict, config, args, splits: dict, out: Path):
               make_eval_fn(config, splits["dev"], tcfg.batch_size), out / "redistill", tcfg,
               run_config={"command": "prune-heads --teacher", "teacher": str(args.teacher)},
               on_best=on_best)
+    (out / "redistill" / CHECKPOINT_NAME).unlink(missing_ok=True)   # 3x the model; prune-heads has no --resume
     print(f"re-distilled {args.epochs} epoch(s): best dev accuracy {best['dev']:.4f} (epoch {best['epoch']})")
     return best["params"], {"teacher": str(args.teacher), "epochs": args.epochs, "lr": args.lr,
                             "best_epoch": res.best_epoch, "dev_accuracy": best["dev"]}

@@ -301,6 +301,8 @@ def test_prune_heads_with_redistillation_trains_from_the_pruned_weights(tmp_path
                  "--out", str(out), "--teacher", str(model), "--epochs", "1"]) == 0
     record = json.loads((out / "prune.json").read_text())
     assert record["redistill"]["epochs"] == 1 and 0 <= record["redistill"]["dev_accuracy"] <= 1
+    assert (out / "redistill" / "metrics.json").is_file()
+    assert not (out / "redistill" / "checkpoint.safetensors").exists()     # no --resume: not kept
 
 
 def _transformers_logits(hf_dir, ids, mask):
