@@ -33,6 +33,7 @@ from minibert.batches import LabeledBatch  # noqa: E402
 GRAD_TOL = 1e-7
 
 
+@pytest.mark.exercise("head_gate_backward")
 def test_head_gate_backward_matches_finite_differences():
     rng = np.random.default_rng(0)
     ctx = rng.normal(size=(2, 5, 12))                                   # 3 heads of size 4
@@ -42,6 +43,7 @@ def test_head_gate_backward_matches_finite_differences():
     assert max(errors.values()) <= GRAD_TOL
 
 
+@pytest.mark.exercise("head_gate_backward")
 def test_gate_on_a_real_attention_context_matches_finite_differences():
     """The gate between attention and its output projection, fed by attention_forward's context
     (attention with W_o = I and b_o = 0 returns ctx itself)."""

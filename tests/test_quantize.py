@@ -33,6 +33,7 @@ def _weights(rng, D=48, M=40):
     return (rng.normal(size=(D, M)) * np.geomspace(0.01, 0.3, M)).astype(np.float32)
 
 
+@pytest.mark.exercise("quantize", "dequantize")
 @pytest.mark.parametrize("axis", [None, 0, 1])
 @pytest.mark.parametrize("bits", [8, 6, 4])
 def test_roundtrip_error_is_at_most_half_a_step_and_the_max_hits_qmax(axis, bits):
@@ -49,6 +50,7 @@ def test_roundtrip_error_is_at_most_half_a_step_and_the_max_hits_qmax(axis, bits
     assert np.all(np.abs(q).max(axis=reduce) == top)
 
 
+@pytest.mark.exercise("quantize", "dequantize")
 def test_values_on_the_grid_come_back_exactly():
     rng = np.random.default_rng(1)
     scale = np.float32(0.0625)                                          # a power of two: exact
@@ -60,6 +62,7 @@ def test_values_on_the_grid_come_back_exactly():
     assert np.array_equal(dequantize(q, s), w)
 
 
+@pytest.mark.exercise("quantize")
 def test_per_channel_beats_per_tensor_when_columns_differ_in_range():
     w = _weights(np.random.default_rng(2))
     per_tensor, per_channel = quantization_error(w, 8, None), quantization_error(w, 8, 1)
@@ -82,6 +85,7 @@ def test_error_grows_about_2x_per_bit_removed():
     assert 3.0 < errs[6] / errs[8] < 5.0 and 3.0 < errs[4] / errs[6] < 5.5
 
 
+@pytest.mark.exercise("quantize", "dequantize")
 def test_all_zero_column_gets_scale_one_and_zeros():
     w = _weights(np.random.default_rng(4))
     w[:, 3] = 0
