@@ -21,14 +21,15 @@ uses stratified subsets of the training split (sizes printed at the start):
 `--quick` shrinks everything for a classroom run. Subsets use a fixed data seed (0), so
 `--seed N` varies only the training randomness (head init, shuffling, dropout).
 
-Re-running in the same --out reuses the fine-tuned teacher and its cached logits when they
-were made with the same settings; `--sweep` (temperature x alpha) reuses them too.
+`--resume` in the same --out reuses the fine-tuned teacher and its cached logits when they
+were made with the same settings (`--sweep`, temperature x alpha, reuses them too);
+`--overwrite` starts again. The demo never deletes a file it did not write: its sub-folders
+(teacher/, student_*/, sweep/) are cleared of minibert's files only (minibert.outdir).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.files import atomic_write, atomic_write_json, atomic_write_text
+from minibert.files import atomic_write_json, atomic_write_npy, atomic_write_text
+from minibert.outdir import RUN_RECORD, claim_dir, clear_project_files, prepare_subdir
 
 
 class DemoSizes(NamedTuple):
@@ -138,8 +140,7 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
             params, config = load_model(out_dir)
             print(f"reusing the fine-tuned teacher in {out_dir}")
             return params, config, saved["info"]
-    if out_dir.exists():
-        shutil.rmtree(out_dir)                      # a stale demo teacher (other settings)
+    prepare_subdir(out_dir, "demo-teacher", "demo: the teacher's settings changed")
     params, config = load_model(model_dir)
     tcfg = TrainConfig(epochs=sizes.teacher_epochs, lr=sizes.teacher_lr,
                        batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
@@ -165,11 +166,6 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:        # a file object: given a path, np.save would append ".npy"
-        np.save(f, array)
-
-
 def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bool = True):
     """distill.TeacherCache on the transfer set, with its logits saved in out_dir
     (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches.
@@ -189,7 +185,7 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bo
     t0 = time.perf_counter()
     cache = TeacherCache(params, config, split, settings, batch_size=64, progress=progress)
     elapsed = time.perf_counter() - t0
-    atomic_write(npy, lambda tmp: _save_npy(tmp, cache.logits))
+    atomic_write_npy(npy, cache.logits)
     atomic_write_json(meta, {"key": key, "time_s": elapsed})
     return cache, elapsed
 
@@ -215,8 +211,7 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
     tcfg = TrainConfig(epochs=epochs or sizes.student_epochs, lr=sizes.student_lr,
                        batch_size=sizes.batch_size, max_length=sizes.max_length, seed=seed,
                        progress=progress)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)                      # the demo's own previous student
+    prepare_subdir(out_dir, f"demo-{name}", "demo")      # the demo's own previous student
     t0 = time.perf_counter()
     run = train_student(teacher_params, teacher_config, config, init_layers, settings, teacher,
                         train_split if train_split is not None else data.student_train,
@@ -254,8 +249,8 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
     from minibert.plots import plot_sweep
     temperatures = SWEEP_TEMPERATURES if temperatures is None else temperatures
     alphas = SWEEP_ALPHAS if alphas is None else alphas
-    sweep_dir = out / "sweep"
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_dir = prepare_subdir(out / "sweep", "demo-sweep", "demo --sweep")
+    atomic_write_json(sweep_dir / RUN_RECORD, {"command": "demo-sweep"})   # --overwrite finds it
     rows = []
     for T in temperatures:
         for a in alphas:
@@ -268,7 +263,10 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
             print(f"sweep T={T:g} alpha={a:g}: dev acc {rows[-1]['dev_accuracy']:.4f}, test acc "
                   f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({r['time_s']:.0f} s)",
                   flush=True)
-            shutil.rmtree(sweep_dir / f"T{T:g}_a{a:g}")             # keep only the table
+            run_dir = sweep_dir / f"T{T:g}_a{a:g}"                  # keep only the table:
+            clear_project_files(run_dir, "demo --sweep", verbose=False)   # what this run wrote
+            if not any(run_dir.iterdir()):
+                run_dir.rmdir()
     atomic_write_json(sweep_dir / "sweep.json", {"seed": seed, "sizes": sizes._asdict(), "rows": rows})
     lines = ["| T \\ alpha | " + " | ".join(f"{a:g}" for a in alphas) + " |",
              "|---|" + "---:|" * len(alphas)]
@@ -289,9 +287,18 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
 
 def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
              teacher_dir="weights/minilm-l6", dataset=None, sizes: DemoSizes | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict:
     """The whole demo (see the module docstring). `dataset` / `sizes` / `teacher_dir` let the
-    tests run it on a tiny model and dataset. Returns the results dict (also results.json)."""
+    tests run it on a tiny model and dataset. `out` is claimed with minibert.outdir.claim_dir:
+    new or empty, or an earlier demo run with resume (reuse its teacher and logits when the
+    settings match) or overwrite (its files removed first; other files are kept).
+    Returns the results dict (also results.json)."""
+    with claim_dir(out, "demo", resume=resume, overwrite=overwrite, inputs=[teacher_dir]) as out:
+        return _run_demo(out, quick, seed, sweep, teacher_dir, dataset, sizes, progress)
+
+
+def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, dataset,
+              sizes: DemoSizes | None, progress: bool) -> dict:
     from minibert.data import load_dataset
     from minibert.distill import compare_models, format_table
     from minibert.fetch import fetch_teacher
@@ -299,8 +306,6 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
     from minibert.tokenizer import Tokenizer
     t_start = time.perf_counter()
     sizes = sizes or (QUICK if quick else FULL)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
     t0 = time.perf_counter()
@@ -391,7 +396,8 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
 def cli_demo(args) -> int:
     if getattr(args, "seed", 0) < 0:
         raise MinibertError(f"--seed must be >= 0, got {args.seed}")
-    run_demo(args.out, quick=args.quick, seed=args.seed, sweep=getattr(args, "sweep", False))
+    run_demo(args.out, quick=args.quick, seed=args.seed, sweep=getattr(args, "sweep", False),
+             resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

@@ -171,7 +171,7 @@ def project_files_in(folder: Path) -> tuple[list[Path], list[Path]]:
     return ours, others
 
 
-def clear_project_files(folder, why: str) -> list[Path]:
+def clear_project_files(folder, why: str, verbose: bool = True) -> list[Path]:
     """Delete what project_files_in finds as minibert's (then the nested run folders left empty),
     print which files went and which other entries stay. Returns the deleted files."""
     folder = Path(folder)
@@ -181,6 +181,8 @@ def clear_project_files(folder, why: str) -> list[Path]:
     for d in sorted({p.parent for p in ours}, key=lambda d: -len(d.parts)):
         if d != folder and not any(d.iterdir()):
             d.rmdir()
+    if not verbose:
+        return ours
     if ours:
         print(f"{why}: removed {len(ours)} file(s) of the earlier run in {folder}: "
               f"{_shown(str(p.relative_to(folder)) for p in ours)}", flush=True)
@@ -188,6 +190,29 @@ def clear_project_files(folder, why: str) -> list[Path]:
         print(f"{why}: kept what minibert did not write: "
               f"{_shown(str(p.relative_to(folder)) for p in others)}", flush=True)
     return ours
+
+
+def prepare_subdir(path, command: str, why: str) -> Path:
+    """A sub-folder of an output folder this process holds the lock of (the demo's teacher/,
+    student_KD/, sweep/...), ready for a fresh `command` run: created if missing; if it holds an
+    earlier `command` run (run_config.json), that run's files are removed (clear_project_files,
+    printed with `why`) and anything else is kept; other files are kept too as long as none has
+    a name minibert would write over. MinibertError otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MinibertError(f"{path} is a file, not a folder; move it away")
+    path.mkdir(parents=True, exist_ok=True)
+    names = _entries(path)
+    earlier = read_run_record(path) if names else None
+    if earlier is None and not PROJECT_FILES.intersection(names):
+        return path                                    # e.g. a user's notes: left beside the run
+    if earlier is None or earlier["command"] != command:
+        what = describe_foreign(path, names) if earlier is None else \
+            f"a `{earlier['command']}` run ({RUN_RECORD})"
+        raise MinibertError(f"{path} holds {what}, not an earlier `{command}` run; move it away")
+    if names:
+        clear_project_files(path, why)
+    return path
 
 
 # ----------------------------------------------------------------------------- claiming

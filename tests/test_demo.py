@@ -101,7 +101,7 @@ def test_sweep_reuses_teacher_and_logits_and_writes_table(tiny_setup, first_run,
     monkeypatch.setattr(demo, "SWEEP_ALPHAS", (0.1, 0.9))
     calls = count_teacher_forwards(monkeypatch)
     res = demo.run_demo(out, seed=0, sweep=True, teacher_dir=teacher, dataset=dataset,
-                        sizes=TINY._replace(student_epochs=1), progress=False)
+                        sizes=TINY._replace(student_epochs=1), progress=False, resume=True)
     text = capsys.readouterr().out
     assert "reusing the fine-tuned teacher" in text and "reusing cached teacher logits" in text
     assert calls == []                                               # no teacher forward at all

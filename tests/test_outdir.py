@@ -300,3 +300,19 @@ def test_a_full_disk_keeps_the_old_file_removes_the_tmp_and_says_enospc(full_dis
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(full_disk / "e.npy")
     assert path.read_bytes() == old
     assert sorted(os.listdir(full_disk)) == ["model.safetensors"]   # no temporary file left
+
+
+def test_prepare_subdir_clears_its_own_run_and_never_writes_over_a_foreign_file(tmp_path):
+    sub = tmp_path / "teacher"
+    write_run(sub, "demo-teacher")
+    (sub / "mine.txt").write_text("keep")
+    outdir.prepare_subdir(sub, "demo-teacher", "demo")
+    assert sorted(os.listdir(sub)) == ["mine.txt"]
+    outdir.prepare_subdir(sub, "demo-teacher", "demo")            # only foreign files: fine
+    (sub / "config.json").write_text("the user's own config")     # a name the demo writes
+    with pytest.raises(MinibertError, match="holds 2 entries minibert did not write"):
+        outdir.prepare_subdir(sub, "demo-teacher", "demo")
+    assert (sub / "config.json").read_text() == "the user's own config"
+    write_run(tmp_path / "other", "distill")
+    with pytest.raises(MinibertError, match="holds a `distill` run"):
+        outdir.prepare_subdir(tmp_path / "other", "demo-teacher", "demo")
