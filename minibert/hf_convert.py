@@ -377,10 +377,20 @@ def export_hf(model_dir, hf_out_dir, pruned_heads_config: bool = False) -> Path:
 # ----------------------------------------------------------------------------- command line
 
 def cli_convert(args) -> int:
-    convert_checkpoint(args.hf_dir, args.out_dir, verbose=True)
+    """minibert convert: OUT_DIR is claimed through minibert.outdir (new or empty, or an earlier
+    convert with --overwrite, whose files go first: no stale tokenizer or head is left)."""
+    from minibert.outdir import claim_dir
+    with claim_dir(args.out_dir, "convert", overwrite=args.overwrite, inputs=[args.hf_dir],
+                   option="OUT_DIR", record={"source": str(args.hf_dir)}) as out:
+        convert_checkpoint(args.hf_dir, out, verbose=True)
     return 0
 
 
 def cli_export(args) -> int:
-    export_hf(args.model_dir, args.hf_out_dir, pruned_heads_config=args.pruned_heads_config)
+    """minibert export: HF_OUT_DIR is claimed through minibert.outdir (never a minibert model, the
+    input itself or another command's folder; an earlier export only with --overwrite)."""
+    from minibert.outdir import claim_dir
+    with claim_dir(args.hf_out_dir, "export", overwrite=args.overwrite, inputs=[args.model_dir],
+                   option="HF_OUT_DIR", record={"source": str(args.model_dir)}) as out:
+        export_hf(args.model_dir, out, pruned_heads_config=args.pruned_heads_config)
     return 0

@@ -90,6 +90,9 @@ def load_model(model_dir) -> tuple[dict, BertConfig]:
     Returns (params: dict of float32 arrays, config). CheckpointError when a file is missing,
     corrupt or the tensors disagree with config.json."""
     model_dir = Path(model_dir)
+    if model_dir.is_file():
+        raise CheckpointError(f"{model_dir} is a file; give the model's folder (the one holding "
+                              f"{CONFIG_FILE} and {MODEL_FILE})")
     if not model_dir.is_dir():
         raise CheckpointError(f"model directory {model_dir} does not exist "
                               f"(run `minibert fetch-teacher` or `minibert convert`)")
