@@ -109,14 +109,16 @@ savefig(fig, "lesson01_fd_error.png")
 
 # %%
 section("3. Checking the whole gradient: centred differences and rel_error")
+print("(exercises rel_error and numerical_vjp: write them yourself first; the definition and a written-out")
+print(" centred-difference check follow)")
 print("rel_error(a, b) = max |a - b| / max(1e-8, |a| + |b|), the worst entry. Correct float64 code gives")
 print("1e-10..1e-7 (the worst entry is a tiny gradient, where round-off counts most); a wrong term gives")
 print("1e-2..1. The exercise checks accept 1e-6. In float32 even correct code fails that test.")
 
 
 def centred_vjp(f, v, dout, h):
-    """What minibert.gradcheck.numerical_vjp does, written out, in v's own dtype (the library
-    version refuses float32 on purpose): nudge each entry both ways, difference / 2h."""
+    """(Try exercise numerical_vjp before reading this.) What minibert.gradcheck.numerical_vjp
+    does, written out, in v's own dtype (the library version refuses float32 on purpose)."""
     grad = np.zeros(v.shape)
     for i in np.ndindex(v.shape):
         old = v[i]
