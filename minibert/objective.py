@@ -77,6 +77,11 @@ def check_settings(settings: DistillSettings, config: BertConfig,
         raise MinibertError(f"--attention-weight compares attention heads one to one, so the "
                             f"student needs the teacher's {teacher_config.num_heads} heads, "
                             f"got {config.num_heads}")
+    if settings.attention_weight > 0 and (config.pruned_heads or teacher_config.pruned_heads):
+        pruned = "student" if config.pruned_heads else "teacher"
+        raise MinibertError(f"--attention-weight compares attention heads one to one, but the "
+                            f"{pruned} has pruned heads ({(config.pruned_heads or teacher_config.pruned_heads)}); "
+                            f"use the logit and hidden-state losses with a pruned model")
     if len(settings.layer_map) != config.num_layers + 1:
         raise MinibertError(f"layer_map: expected {config.num_layers + 1} entries "
                             f"(hidden states 0..{config.num_layers}), got {len(settings.layer_map)}")

@@ -357,3 +357,16 @@ def test_pruned_heads_config_export_converts_back_to_the_same_model(tmp_path):
     assert bc.pruned_heads == {"1": [1, 2]}
     for k in pp:
         np.testing.assert_array_equal(back[k], pp[k], err_msg=k)
+
+
+def test_attention_distillation_with_a_pruned_model_is_a_clear_error():
+    from minibert.objective import DistillSettings, check_settings
+    from minibert.prune import remove_heads
+    params, config = _model()
+    _, pc = remove_heads(params, config, {0: [1]})
+    settings = DistillSettings(attention_weight=1.0, layer_map=(0, 1, 2))
+    with pytest.raises(MinibertError, match="pruned heads"):
+        check_settings(settings, pc, config)
+    with pytest.raises(MinibertError, match="teacher has pruned heads"):
+        check_settings(settings, config, pc)
+    check_settings(settings._replace(attention_weight=0.0), pc, config)      # logits only: fine
