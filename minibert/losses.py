@@ -195,9 +195,7 @@ def distillation_loss(student_logits, teacher_logits, labels, alpha, T):
     - alpha: weight of the hard-label term, in [0, 1] (1 = plain fine-tuning)
     - T: temperature > 0 of the soft term
     Returns a tuple of:
-    - loss: 0-d scalar of student_logits.dtype. With unlabelled rows the two terms are
-      weighted and summed in float64 instead (as the distillation pipeline always has, so
-      its recorded losses stay bit-identical); callers take float(loss) either way.
+    - loss: 0-d scalar of student_logits.dtype
     - dlogits: (N, C), a fresh array of student_logits.dtype
     - parts: {"ce": cross-entropy (over the labelled rows), "kl": KL at temperature T
       WITHOUT the T^2 factor}
@@ -227,8 +225,8 @@ def distillation_loss(student_logits, teacher_logits, labels, alpha, T):
     if labelled.any():
         ce, dce = cross_entropy(student_logits[labelled], labels[labelled])   # mean over labelled rows
         dlogits[labelled] += w_hard * dce                   # (n_labelled,C)
-    loss = alpha * float(ce) + (1.0 - alpha) * T * T * float(kl)   # float64, see Returns
-    return np.float64(loss), dlogits, {"ce": ce, "kl": kl}
+    loss = w_hard * ce + w_soft * kl
+    return dt(loss), dlogits, {"ce": ce, "kl": kl}
     # END EXERCISE distillation_loss
 
 

@@ -293,6 +293,8 @@ def _all_losses(dtype):
     yield "soft_kl", *soft_kl(f(3, 3), f(3, 3), 2.0)
     loss, d, parts = distillation_loss(f(3, 3), f(3, 3), labels, 0.5, 2.0)
     yield "distillation_loss", loss, d, parts["ce"], parts["kl"]
+    loss, d, parts = distillation_loss(f(3, 3), f(3, 3), np.array([0, -1, 1]), 0.5, 2.0)
+    yield "distillation_loss (an unlabelled row)", loss, d, parts["ce"], parts["kl"]
     yield "hidden_mse", *hidden_mse(f(3, 5, 4), f(3, 5, 6), mask, f(4, 6), f(6))
     yield "hidden_mse (no W)", *hidden_mse(f(3, 5, 4), f(3, 5, 4), mask)[:2]
     yield "attention_mse", *attention_mse(f(3, 2, 5, 5), f(3, 2, 5, 5), mask.astype(bool))
