@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from minibert import exercise_checks, fetch, hf_convert, weights
-from minibert.gradcheck import rel_error
 from minibert.losses import cross_entropy
 from minibert.model import (bert_forward, classify_backward, classify_forward, count_params,
                             encoder_layer_backward, l2_normalize, mean_pool)

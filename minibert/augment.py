@@ -403,7 +403,6 @@ def augment_examples(tparams: dict, tconfig: BertConfig, tokenizer, examples, se
 def cli_augment(args) -> int:
     """minibert augment: TinyBERT-style augmentation of the training examples that
     `distill --data SPEC --limit N --seed S` uses, labelled by the teacher, into one file."""
-    from pathlib import Path
     from minibert.data import load_dataset
     from minibert.distill import check_teacher, label_map
     from minibert.outdir import claim_file
