@@ -391,6 +391,13 @@ def cli_bench(args):
     if getattr(args, "augment", None):
         from minibert.bench_augment import cli_bench_augment
         return cli_bench_augment(args)
+    if getattr(args, "scaling", False):                # see minibert/bench_scaling.py
+        from minibert.bench_scaling import format_scaling, run_scaling
+        res = run_scaling(repeats=min(args.repeats, 3), with_torch=not args.no_torch,
+                          progress=None if args.json else (lambda m: print(m, file=sys.stderr,
+                                                                           flush=True)))
+        print(json.dumps(res, indent=2) if args.json else format_scaling(res))
+        return 0
     res = run_bench(batch_size=getattr(args, "batch_size", 32), seq_len=getattr(args, "seq_len", 64),
                     repeats=args.repeats, with_torch=not args.no_torch,
                     progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
