@@ -23,6 +23,7 @@ import numpy as np
 from minibert.bench_tasks import (minibert_forward_fn, minibert_train_fn, random_batch,
                                   teacher_config, torch_available, torch_forward_fn, torch_model,
                                   torch_train_fn)
+from minibert.bench_timing import blas_info, time_interleaved
 from minibert.errors import MinibertError
 from minibert.model import BertConfig, init_params
 
@@ -43,7 +44,6 @@ def run_scaling(lengths=LENGTHS, batch_sizes=BATCH_SIZES, repeats: int = 3, laye
     "real_tokens", "padding_fraction", "minibert_forward_us_per_token", ..., "ratio_forward_paired",
     "ratio_train_step_paired"}]} (torch figures absent without torch).
     """
-    from minibert.bench import blas_info, time_interleaved
     say = progress or (lambda msg: None)
     config = dataclasses.replace(config or teacher_config(), num_layers=layers)
     if repeats < 1 or not lengths or not batch_sizes:
