@@ -141,13 +141,15 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
 
 
 def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarray | None = None,
-                       dprobs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                       dprobs: np.ndarray | None = None,
+                       dvalues: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Backward of attention_forward.
 
     Inputs: dy (B,T,H), upstream gradient of y; cache from attention_forward;
             dscores, dprobs: optional extra upstream gradients (B,nh,T,T) on cache.scores and
             cache.probs (e.g. from attention-distillation losses); they are added where those
-            tensors feed the rest of the computation.
+            tensors feed the rest of the computation; dvalues: optional extra upstream gradient
+            (B,nh,T,hs) on cache.v (MiniLM's value relation).
     Returns a tuple of fresh arrays: dx (B,T,H), dW_qkv (H,3H), db_qkv (3H,), dW_o (H,H), db_o (H,).
     (The bias is a constant, so it gets no gradient.)
     """
@@ -158,6 +160,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarra
     for name, extra in (("dscores", dscores), ("dprobs", dprobs)):
         if extra is not None:
             check_dout(name, extra, probs.shape)
+    if dvalues is not None:
+        check_dout("dvalues", dvalues, v.shape)
     # BEGIN EXERCISE attention_backward
     # 1) y = ctx @ W_o + b_o
     dctx, dW_o, db_o = linear_backward(dy, out_cache)                 # (B,T,H)
@@ -166,6 +170,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarra
     dropped = probs if drop.mask is None else probs * drop.mask       # (B,nh,T,T)
     # dv = dropped^T @ dctx: (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
     dv = dropped.swapaxes(-1, -2) @ dctx
+    if dvalues is not None:
+        dv = dv + dvalues                                             # v also fed a relation loss
     dp = dctx @ v.swapaxes(-1, -2)                                    # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
     # 3) dropout, then the extra gradient on probs (which is read before dropout)
     if drop.mask is not None:

@@ -39,6 +39,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type: comma-separated seeds >= 0, distinct ("0,1,2")."""
+    seeds = [nonnegative_int(t.strip()) for t in text.split(",") if t.strip()]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds like 0,1,2, got {text!r}")
+    return seeds
+
+
+def recipe_list(text: str) -> list[str]:
+    """argparse type: comma-separated student recipes for the demo ("kd,tinybert")."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ("kd", "tinybert")]
+    if not names or bad or "kd" not in names:
+        raise argparse.ArgumentTypeError(f"expected recipes from kd,tinybert including kd (the "
+                                         f"KD row is the demo's reference), got {text!r}")
+    return names
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (seeds)."""
     try:
@@ -158,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-weight", type=float, default=0.0, help="TinyBERT hidden-state MSE")
     p.add_argument("--attention-weight", type=float, default=0.0, help="TinyBERT attention MSE")
     p.add_argument("--cosine-weight", type=float, default=0.0, help="DistilBERT cosine loss")
+    p.add_argument("--relation-weight", type=float, default=0.0,
+                   help="MiniLM: KL of the last layers' attention distributions + value relations")
+    p.add_argument("--recipe", choices=["kd", "tinybert"], default="kd",
+                   help="kd: one stage with the losses above; tinybert: intermediate layers "
+                        "first (--intermediate-epochs), then the prediction layer (--epochs)")
+    p.add_argument("--intermediate-epochs", type=positive_int, default=1,
+                   help="tinybert recipe: epochs of stage 1 (hidden + attention MSE only)")
     p.add_argument("--transfer", default=None, metavar="FILE",
                    help="also train on these augmented sentences (minibert augment --out FILE)")
     p.add_argument("--student-init", default=None, metavar="DIR",
@@ -247,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true",
                    help="student temperature x alpha sweep (reuses the fine-tuned teacher)")
     _add_output_flags(p)
+    p.add_argument("--seeds", type=seed_list, default=None,
+                   help="run the demo once per seed into OUT/seed-N and print each recipe minus "
+                        "the hard-label control with a 95%% interval (OUT/seeds.md)")
+    p.add_argument("--recipes", type=recipe_list, default=None,
+                   help="student recipes besides the hard-label control (default kd,tinybert)")
     p.set_defaults(handler="minibert.demo:cli_demo")
 
     p = sub.add_parser("report", help="over finished demo runs: each recipe minus the hard-label "

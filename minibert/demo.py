@@ -62,6 +62,9 @@ QUICK = DemoSizes(teacher_train=800, student_train=1600, dev=200, test=600, max_
                   student_lr=2e-4)
 STUDENT_LAYERS = 2
 ALPHA, TEMPERATURE = 0.5, 2.0              # the KD student's loss
+RECIPES = ("kd", "tinybert")               # student recipes the demo runs (recipes.RECIPES)
+RECIPE_ROWS = {"kd": "student KD", "tinybert": "student TinyBERT"}
+INTERMEDIATE_EPOCHS = 1                    # tinybert: stage 1 epochs (then student_epochs of KD)
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.1, 0.5, 0.9)
 DATA_SEED = 0                              # fixed subsets; --seed varies training only
@@ -194,11 +197,13 @@ def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bo
 
 def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoData,
                 sizes: DemoSizes, seed: int, alpha: float, temperature: float, out_dir: Path,
-                progress: bool = True, train_split=None, epochs: int | None = None) -> dict:
+                progress: bool = True, train_split=None, epochs: int | None = None,
+                recipe: str = "kd") -> dict:
     """Train one 2-layer student (uniform init from the teacher; the init depends on the
-    seed only, so every student of a demo starts identical) and return a summary dict with
-    its params, config and fit history."""
-    from minibert.distill import train_student
+    seed only, so every student of a demo starts identical) with a recipe (recipes.RECIPES;
+    tinybert: INTERMEDIATE_EPOCHS of intermediate layers first) and return a summary dict
+    with its params, config, fit history and the training time of each stage."""
+    from minibert.distill import train_recipe
     from minibert.objective import DistillSettings
     from minibert.student import default_init_layers, student_config, uniform_layer_map
     from minibert.checkpoints import CHECKPOINT_NAME
@@ -213,15 +218,20 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
                        progress=progress)
     prepare_subdir(out_dir, f"demo-{name}", "demo")      # the demo's own previous student
     t0 = time.perf_counter()
-    run = train_student(teacher_params, teacher_config, config, init_layers, settings, teacher,
-                        train_split if train_split is not None else data.student_train,
-                        data.dev, out_dir, tcfg,
-                        run_config={"command": f"demo-{name}", "alpha": alpha,
-                                    "temperature": temperature, "init_layers": init_layers},
-                        data_spec="default (demo subset)")
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    run = train_recipe(recipe, teacher_params, teacher_config, config, init_layers, settings,
+                       teacher, train_split if train_split is not None else data.student_train,
+                       data.dev, out_dir, tcfg, intermediate_epochs=INTERMEDIATE_EPOCHS,
+                       run_config={"command": f"demo-{name}", "alpha": alpha,
+                                   "temperature": temperature, "init_layers": init_layers,
+                                   "recipe": recipe},
+                       data_spec="default (demo subset)")
+    for ckpt in out_dir.glob(f"**/{CHECKPOINT_NAME}"):
+        ckpt.unlink()
+    stages = {f"stage{i + 1}_train_s": float(sum(h["time_s"] for h in f.history))
+              for i, f in enumerate(run.stage_fits)}
     return {"name": name, "params": run.params, "config": config, "alpha": alpha,
-            "temperature": temperature, "init_layers": init_layers,
+            "temperature": temperature, "init_layers": init_layers, "recipe": recipe,
+            "stage_times_s": stages,
             "time_s": time.perf_counter() - t0, "best_epoch": run.fit.best_epoch,
             "dev": run.fit.best_metrics, "history": run.fit.history,
             "step_losses": run.fit.step_losses}
@@ -285,7 +295,7 @@ def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: De
 
 # ----------------------------------------------------------------------------- the command
 
-def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
+def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False, recipes=RECIPES,
              teacher_dir="weights/minilm-l6", dataset=None, sizes: DemoSizes | None = None,
              progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict:
     """The whole demo (see the module docstring). `dataset` / `sizes` / `teacher_dir` let the
@@ -294,11 +304,11 @@ def run_demo(out, quick: bool = False, seed: int = 0, sweep: bool = False,
     settings match) or overwrite (its files removed first; other files are kept).
     Returns the results dict (also results.json)."""
     with claim_dir(out, "demo", resume=resume, overwrite=overwrite, inputs=[teacher_dir]) as out:
-        return _run_demo(out, quick, seed, sweep, teacher_dir, dataset, sizes, progress)
+        return _run_demo(out, quick, seed, sweep, teacher_dir, dataset, sizes, progress, recipes)
 
 
 def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, dataset,
-              sizes: DemoSizes | None, progress: bool) -> dict:
+              sizes: DemoSizes | None, progress: bool, recipes=RECIPES) -> dict:
     from minibert.data import load_dataset
     from minibert.distill import compare_models, format_table
     from minibert.fetch import fetch_teacher
@@ -337,17 +347,23 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
     runs = {}
     if not sweep:
         control_epochs = hard_only_epochs(data, sizes)
-        for name, alpha, split, epochs in (
-                ("student KD", ALPHA, data.student_train, sizes.student_epochs),
-                ("student hard-only", 1.0, data.teacher_train, control_epochs)):
-            print(f"--- {name}: alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher layers "
-                  f"(uniform), seed {seed}, {len(split.labels)} examples x {epochs} epochs",
-                  flush=True)
+        plan = [("student KD", "kd", ALPHA, data.student_train, sizes.student_epochs),
+                ("student hard-only", "kd", 1.0, data.teacher_train, control_epochs)]
+        plan += [(RECIPE_ROWS[r], r, ALPHA, data.student_train, sizes.student_epochs)
+                 for r in recipes if r != "kd"]
+        for name, recipe, alpha, split, epochs in plan:
+            first = (f"{INTERMEDIATE_EPOCHS} epoch(s) of intermediate layers, then "
+                     if recipe == "tinybert" else "")
+            print(f"--- {name}: {first}alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher "
+                  f"layers (uniform), seed {seed}, {len(split.labels)} examples x {epochs} "
+                  f"epochs", flush=True)
             t0 = time.perf_counter()
             runs[name] = student_run(name, tparams, tconfig, teacher, data, sizes, seed, alpha,
                                      TEMPERATURE, out / name.replace(" ", "_"), progress,
-                                     train_split=split, epochs=epochs)
+                                     train_split=split, epochs=epochs, recipe=recipe)
             timings[name.replace(" ", "_") + "_s"] = time.perf_counter() - t0
+            for stage, s in runs[name]["stage_times_s"].items():
+                timings[f"{name.replace(' ', '_')}_{stage}"] = s
     else:
         t0 = time.perf_counter()
         sweep_rows = run_sweep(tparams, tconfig, teacher, data, sizes, seed, out)
@@ -366,7 +382,11 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
     verdict = {"kd_over_teacher_accuracy": kd["accuracy"] / t_row["accuracy"],
                "kd_minus_hard_accuracy": kd["accuracy"] - hard["accuracy"],
                "kd_keeps_97_percent": kd["accuracy"] >= 0.97 * t_row["accuracy"],
-               "kd_beats_hard_only": kd["accuracy"] > hard["accuracy"]}
+               "kd_beats_hard_only": kd["accuracy"] > hard["accuracy"],
+               "recipes": {r["name"]: {"over_teacher": r["accuracy"] / t_row["accuracy"],
+                                       "minus_hard_points": 100 * (r["accuracy"]
+                                                                   - hard["accuracy"])}
+                           for r in rows if r["name"] not in ("teacher", "student hard-only")}}
     timings["total_s"] = time.perf_counter() - t_start
 
     curves = [{"name": "teacher (fine-tuning)", "history": tinfo["history"],
@@ -386,8 +406,9 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", table + "\n")
     print(table)
-    print(f"KD student keeps {100 * verdict['kd_over_teacher_accuracy']:.1f}% of the teacher's "
-          f"test accuracy; KD - hard-only = {100 * verdict['kd_minus_hard_accuracy']:+.2f} points")
+    for name, v in verdict["recipes"].items():
+        print(f"{name} keeps {100 * v['over_teacher']:.1f}% of the teacher's test accuracy; "
+              f"minus hard-only = {v['minus_hard_points']:+.2f} points")
     print("time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items()))
     print(f"results, plots and models in {out}")
     return results
@@ -396,8 +417,21 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
 def cli_demo(args) -> int:
     if getattr(args, "seed", 0) < 0:
         raise MinibertError(f"--seed must be >= 0, got {args.seed}")
-    run_demo(args.out, quick=args.quick, seed=args.seed, sweep=getattr(args, "sweep", False),
-             resume=args.resume, overwrite=args.overwrite)
+    seeds = getattr(args, "seeds", None)
+    recipes = tuple(getattr(args, "recipes", None) or RECIPES)
+    if not seeds:
+        run_demo(args.out, quick=args.quick, seed=args.seed, sweep=getattr(args, "sweep", False),
+                 recipes=recipes, resume=args.resume, overwrite=args.overwrite)
+        return 0
+    from minibert.report import format_report, load_runs, seed_report
+    out = Path(args.out)
+    dirs = [out / f"seed-{s}" for s in seeds]
+    for s, d in zip(seeds, dirs):
+        run_demo(d, quick=args.quick, seed=s, recipes=recipes, resume=args.resume,
+                 overwrite=args.overwrite)
+    text = format_report(seed_report(load_runs(dirs)))
+    atomic_write_text(out / "seeds.md", text + "\n")
+    print(text)
     return 0
 
 

@@ -24,6 +24,7 @@ compares teacher and student (accuracy, macro-F1, size, latency).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +38,8 @@ from minibert.evaluate import align_labels, measure_latency, predict_and_score
 from minibert.files import atomic_write_json
 from minibert.model import BertConfig, count_params
 from minibert.objective import DistillSettings, check_settings, make_distill_step
+from minibert.recipes import (INTERMEDIATE_DIR, check_recipe, describe_recipe,
+                              stage_settings)
 from minibert.student import (describe_mapping, init_projections, init_student, parse_init_from,
                               same_shape_layers, strip_projections, student_config,
                               student_init_rng, uniform_layer_map)
@@ -89,20 +92,24 @@ class StudentRun(NamedTuple):
     config: BertConfig
     fit: object              # train.FitResult
     init_layers: list | None
+    stage_fits: tuple = ()   # a multi-stage recipe's FitResult per stage (tinybert: 2)
 
 
 def train_student(teacher_params: dict, teacher_config: BertConfig, config: BertConfig,
                   init_layers: list[int] | None, settings: DistillSettings, teacher: TeacherCache,
                   train_split, dev_split, out_dir, tcfg, tokenizer_dir=None,
                   run_config: dict | None = None, resume: bool = False,
-                  data_spec: str = "?", init_params: dict | None = None) -> StudentRun:
+                  data_spec: str = "?", init_params: dict | None = None,
+                  keep_last: bool = False) -> StudentRun:
     """Initialise a student and train it with train.fit on the distillation loss.
 
     Inputs: the teacher (params, config), the student config, init_layers (None = random),
     settings, a TeacherCache built on train_split, encoded train/dev splits (labels in the
     teacher's indices), out_dir, a train.TrainConfig, the tokenizer directory to copy, a
     run_config for the checkpoint, resume, data_spec: the data named in the student's head.json,
-    init_params: the student's starting parameters (e.g. `--student-init`; None = init_student).
+    init_params: the student's starting parameters (e.g. `--student-init`; None = init_student),
+    keep_last: keep the LAST epoch instead of the best-dev one (TinyBERT's intermediate stage,
+    whose dev accuracy reads a head that stage does not train).
     Returns: StudentRun. out_dir receives the best epoch's model (model.safetensors,
     config.json, tokenizer, head.json) plus fit's run_config/metrics/curves/checkpoint.
     """
@@ -123,13 +130,59 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
         write_head_record(out_dir, data_spec, config.labels or [],
                           metrics["accuracy"], epoch)
 
+    if keep_last:                                  # saved once, after the last epoch (below)
+        on_best = None
+
     res = fit(params, make_distill_step(config, teacher, settings),
               lambda epoch, r: train_batches(train_split, tcfg.batch_size, r),
               lambda p: base_eval(strip_projections(p)), out_dir, tcfg, resume=resume,
               run_config=run_config, on_best=on_best)
-    if "params" not in best:                       # resumed after the best epoch: reload it
+    if keep_last:
+        best["params"] = {k: v.copy() for k, v in strip_projections(params).items()}
+        save_model(out_dir, best["params"], config, tokenizer_dir=tokenizer_dir)
+        write_head_record(out_dir, data_spec, config.labels or [],
+                          res.history[-1]["dev"]["accuracy"], len(res.history))
+    elif "params" not in best:                     # resumed after the best epoch: reload it
         best["params"], _ = load_model(out_dir)
     return StudentRun(best["params"], config, res, init_layers)
+
+
+def train_recipe(recipe: str, teacher_params: dict, teacher_config, config, init_layers,
+                 settings: DistillSettings, teacher: TeacherCache, train_split, dev_split,
+                 out_dir, tcfg, intermediate_epochs: int = 1, init_params: dict | None = None,
+                 **train_kw):
+    """Train a student with a recipe; returns the final stage's distill.StudentRun.
+
+    Inputs: as distill.train_student (teacher: a TeacherCache on train_split holding at least
+    the logits; stage 1 of tinybert makes its own cache for the intermediate outputs, reusing
+    those logits), recipe, intermediate_epochs (tinybert's stage 1). out_dir holds the final
+    student; tinybert's stage 1 runs in out_dir/intermediate (checkpoints, --resume like any run).
+    Returns: StudentRun; for tinybert its .fit is stage 2's.
+    """
+    check_recipe(recipe, intermediate_epochs)
+    out_dir = Path(out_dir)
+    stages = stage_settings(recipe, settings)
+    if recipe == "kd":
+        return train_student(teacher_params, teacher_config, config, init_layers, settings,
+                             teacher, train_split, dev_split, out_dir, tcfg,
+                             init_params=init_params, **train_kw)
+    (_, s1), (_, s2) = stages
+    cache1 = TeacherCache(teacher_params, teacher_config, train_split, s1, teacher.batch_size,
+                          logits=teacher.logits)
+    tcfg1 = dataclasses.replace(tcfg, epochs=intermediate_epochs)
+    run_config = dict(train_kw.pop("run_config", None) or {})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = train_student(teacher_params, teacher_config, config, init_layers, s1, cache1,
+                          train_split, dev_split, out_dir / INTERMEDIATE_DIR, tcfg1,
+                          init_params=init_params, keep_last=True,
+                          run_config={**run_config, "stage": "intermediate"}, **train_kw)
+    if s2.needs_relation and not teacher.settings.needs_relation:
+        teacher = TeacherCache(teacher_params, teacher_config, train_split, s2,
+                               teacher.batch_size, logits=teacher.logits)
+    second = train_student(teacher_params, teacher_config, config, init_layers, s2, teacher,
+                           train_split, dev_split, out_dir, tcfg, init_params=first.params,
+                           run_config={**run_config, "stage": "prediction"}, **train_kw)
+    return second._replace(init_layers=first.init_layers, stage_fits=(first.fit, second.fit))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -228,8 +281,13 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
         init_layers = resolve_init(args, tconfig, config)
     settings = DistillSettings(args.alpha, args.temperature, args.hidden_weight,
                                args.attention_weight, args.cosine_weight,
-                               tuple(uniform_layer_map(config.num_layers, tconfig.num_layers)))
-    check_settings(settings, config, tconfig)
+                               tuple(uniform_layer_map(config.num_layers, tconfig.num_layers)),
+                               relation_weight=getattr(args, "relation_weight", 0.0))
+    recipe = getattr(args, "recipe", "kd")
+    inter_epochs = getattr(args, "intermediate_epochs", 1)
+    check_recipe(recipe, inter_epochs)
+    for _, stage in stage_settings(recipe, settings):
+        check_settings(stage, config, tconfig)
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
                         text_pair_column=args.text_pair_column, limit=args.limit, seed=args.seed)
     lmap = label_map(data.labels, tconfig)
@@ -258,12 +316,11 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
           f"init: the general-distilled student {args.student_init} (embeddings and every "
           f"block; pooler and classifier from the teacher)\n"
           + describe_mapping(None, config.num_layers, tconfig.num_layers).split("\n", 1)[1])
-    print(f"loss: {settings.alpha:g}*CE + {1 - settings.alpha:g}*T^2*KL at T={settings.temperature:g}"
-          f" + {settings.hidden_weight:g}*hidden MSE + {settings.attention_weight:g}*attention MSE"
-          f" + {settings.cosine_weight:g}*cosine; {len(data.train)} train / {len(data.dev)} dev "
-          f"examples, max_length {tcfg.max_length}, {tcfg.epochs} epochs")
+    print(describe_recipe(recipe, settings, tcfg.epochs, inter_epochs))
+    print(f"{len(data.train)} train / {len(data.dev)} dev examples, max_length {tcfg.max_length}")
     logits = None
-    if not settings.hard_only:                       # hard-only: the teacher never runs
+    last_stage = stage_settings(recipe, settings)[-1][1]        # the run's own teacher cache
+    if not last_stage.hard_only:                     # hard-only: the teacher never runs
         labelled = splits["train"]
         if transfer_logits is not None:              # the teacher runs on the labelled rows only
             n_labelled = len(splits["train"].labels) - len(transfer_logits)
@@ -277,7 +334,7 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
             print(f"teacher logits: reused from {found} (fingerprint {fp[:12]})")
         if transfer_logits is not None:
             logits = np.concatenate([logits, transfer_logits])
-    teacher = TeacherCache(tparams, tconfig, splits["train"], settings, tcfg.batch_size,
+    teacher = TeacherCache(tparams, tconfig, splits["train"], last_stage, tcfg.batch_size,
                            progress=True, logits=logits)
     print(teacher.describe())
     run_config = {"command": "distill", "teacher": str(args.teacher), "data": args.data,
@@ -285,11 +342,12 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
                   "student": config.to_dict(), "init_layers": init_layers,
                   "transfer": getattr(args, "transfer", None),
                   "student_init": getattr(args, "student_init", None),
-                  "settings": {k: v for k, v in settings._asdict().items()}}
-    run = train_student(tparams, tconfig, config, init_layers, settings, teacher,
-                        splits["train"], splits["dev"], out, tcfg, tokenizer_dir=args.teacher,
-                        run_config=run_config, resume=args.resume,
-                        data_spec=args.data, init_params=init_params)
+                  "settings": {k: v for k, v in settings._asdict().items()},
+                  "recipe": recipe, "intermediate_epochs": inter_epochs}
+    run = train_recipe(recipe, tparams, tconfig, config, init_layers, settings, teacher,
+                       splits["train"], splits["dev"], out, tcfg, intermediate_epochs=inter_epochs,
+                       init_params=init_params, tokenizer_dir=args.teacher,
+                       run_config=run_config, resume=args.resume, data_spec=args.data)
     split_name = "test" if "test" in splits else "dev"
     rows = compare_models([("teacher", tparams, tconfig), ("student", run.params, config)],
                           splits[split_name], tcfg.batch_size)

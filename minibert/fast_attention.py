@@ -63,14 +63,16 @@ def attention_forward(x: np.ndarray, W_qkv: np.ndarray, b_qkv: np.ndarray, W_o: 
 
 
 def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarray | None = None,
-                       dprobs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                       dprobs: np.ndarray | None = None,
+                       dvalues: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """attention.attention_backward writing dq, dk, dv straight into one (B,T,3H) buffer (`out=`):
     the same numbers, no stacking copy. Works on a cache from either attention_forward.
 
     Inputs: dy (B,T,H), upstream gradient of y; cache from attention_forward;
             dscores, dprobs: optional extra upstream gradients (B,nh,T,T) on cache.scores and
             cache.probs (e.g. from attention-distillation losses); they are added where those
-            tensors feed the rest of the computation.
+            tensors feed the rest of the computation; dvalues: optional extra upstream gradient
+            (B,nh,T,hs) on cache.v (MiniLM's value relation).
     Returns a tuple of fresh arrays: dx (B,T,H), dW_qkv (H,3H), db_qkv (3H,), dW_o (H,H), db_o (H,).
     (The bias is a constant, so it gets no gradient.)
     """
@@ -81,6 +83,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarra
     for name, extra in (("dscores", dscores), ("dprobs", dprobs)):
         if extra is not None:
             check_dout(name, extra, probs.shape)
+    if dvalues is not None:
+        check_dout("dvalues", dvalues, v.shape)
     # 1) y = ctx @ W_o + b_o
     dctx, dW_o, db_o = linear_backward(dy, out_cache)                 # (B,T,H)
     dctx = dctx.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)           # -> (B,nh,T,hs)
@@ -90,6 +94,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache, dscores: np.ndarra
     # 2) ctx = dropped @ v, with dropped = probs * mask (recomputed: one multiply, saves memory)
     dropped = probs if drop.mask is None else probs * drop.mask       # (B,nh,T,T)
     np.matmul(dropped.swapaxes(-1, -2), dctx, out=dqkv_heads[2])      # dv: (B,nh,T,T) @ (B,nh,T,hs) -> (B,nh,T,hs)
+    if dvalues is not None:
+        dqkv_heads[2] += dvalues                                      # v also fed a relation loss
     dp = dctx @ v.swapaxes(-1, -2)                                    # (B,nh,T,hs) @ (B,nh,hs,T) -> (B,nh,T,T)
     # 3) dropout, then the extra gradient on probs (which is read before dropout)
     if drop.mask is not None:

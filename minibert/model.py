@@ -180,9 +180,11 @@ def encoder_layer_forward(params: dict, config: BertConfig, i: int, x: np.ndarra
 
 
 def encoder_layer_backward(dy: np.ndarray, cache: EncoderLayerCache, dscores: np.ndarray | None = None,
-                           dprobs: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                           dprobs: np.ndarray | None = None,
+                           dvalues: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Inputs: dy (B,T,H), cache from encoder_layer_forward, optional extra upstream gradients
-    dscores / dprobs (B,nh,T,T) on the layer's attention scores / probabilities.
+    dscores / dprobs (B,nh,T,T) on the layer's attention scores / probabilities and dvalues
+    (B,nh,T,hs) on its values (cache.attn.v; MiniLM's value relation).
     Returns: dx (B,T,H), fresh grads dict for the encoder.{i}.* parameters.
 
     Run the forward in reverse. Each residual sum `x + branch(x)` sends its gradient both
@@ -203,7 +205,8 @@ def encoder_layer_backward(dy: np.ndarray, cache: EncoderLayerCache, dscores: np
     ds1, dgamma1, dbeta1 = layernorm_backward(dx1, cache.attn_ln)   # (B,T,H)
     # 5. the attention branch backwards: dropout, then attention (extra dscores/dprobs go in here)
     da = dropout_backward(ds1, cache.attn_drop)                     # (B,T,H)
-    dx, dW_qkv, db_qkv, dW_o, db_o = k.attention_backward(da, cache.attn, dscores, dprobs)  # (B,T,H)
+    dx, dW_qkv, db_qkv, dW_o, db_o = k.attention_backward(da, cache.attn, dscores, dprobs,
+                                                           dvalues)  # (B,T,H)
     # 6. x fed both the attention and the sum s1: add the two gradients
     dx += ds1                                                       # (B,T,H)
     # 7. one fresh gradient per parameter of this layer
@@ -302,13 +305,15 @@ def _check_grad_list(name, grads, n, shape, dtype):
 
 
 def bert_backward(dlast: np.ndarray | None, cache: BertCache, dhidden: list | None = None,
-                  dscores: list | None = None, dprobs: list | None = None) -> dict:
+                  dscores: list | None = None, dprobs: list | None = None,
+                  dvalues: list | None = None) -> dict:
     """Backward through the encoder layers and the embeddings.
 
     Inputs: dlast (B,T,H) gradient on the last hidden state (None = zero), cache from bert_forward,
     dhidden: optional list of L+1 extra gradients on hidden_states (None entries allowed; entry L
     is the same tensor as `last`), dscores / dprobs: optional lists of L extra gradients
-    (B,nh,T,T) on each layer's attention scores / probs (from distillation losses).
+    (B,nh,T,T) on each layer's attention scores / probs (from distillation losses), dvalues:
+    optional list of L extra gradients (B,nh,T,hs) on each layer's values (cache.attn.v).
     Returns: fresh grads dict for every encoder and embedding parameter, in param_shapes order."""
     if cache is None:
         raise ValueError("cache: None; run bert_forward with keep_cache=True to backpropagate")
@@ -318,6 +323,8 @@ def bert_backward(dlast: np.ndarray | None, cache: BertCache, dhidden: list | No
     dhidden = _check_grad_list("dhidden", dhidden, L + 1, (B, T, H), cache.dtype)
     dscores = _check_grad_list("dscores", dscores, L, grids, cache.dtype)
     dprobs = _check_grad_list("dprobs", dprobs, L, grids, cache.dtype)
+    dvalues = _check_grad_list("dvalues", dvalues, L, [c.attn.v.shape for c in cache.layers],
+                               cache.dtype)
     if dlast is None:
         g = np.zeros((B, T, H), dtype=cache.dtype)                 # (B,T,H)
     else:
@@ -329,7 +336,8 @@ def bert_backward(dlast: np.ndarray | None, cache: BertCache, dhidden: list | No
         g = g + dhidden[L]                                         # (B,T,H); never mutate the caller's
     layer_grads = [None] * L
     for i in reversed(range(L)):
-        g, layer_grads[i] = encoder_layer_backward(g, cache.layers[i], dscores[i], dprobs[i])  # (B,T,H)
+        g, layer_grads[i] = encoder_layer_backward(g, cache.layers[i], dscores[i], dprobs[i],
+                                                    dvalues[i])           # (B,T,H)
         if dhidden[i] is not None:
             g = g + dhidden[i]                                     # (B,T,H)
     grads = embeddings_backward(g, cache.embeddings)
@@ -362,13 +370,14 @@ def classify_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np
 
 
 def classify_backward(dlogits: np.ndarray, cache: ClassifyCache, dhidden: list | None = None,
-                      dscores: list | None = None, dprobs: list | None = None) -> dict:
+                      dscores: list | None = None, dprobs: list | None = None,
+                      dvalues: list | None = None) -> dict:
     """Inputs: dlogits (B,C), cache from classify_forward, optional extra gradients as in bert_backward.
     Returns: fresh grads dict with every parameter of a classification model."""
     if cache is None:
         raise ValueError("cache: None; run classify_forward with keep_cache=True to backpropagate")
     dlast, head_grads = classifier_backward(dlogits, cache.head)      # (B,C) -> (B,T,H)
-    grads = bert_backward(dlast, cache.bert, dhidden, dscores, dprobs)
+    grads = bert_backward(dlast, cache.bert, dhidden, dscores, dprobs, dvalues)
     grads.update(head_grads)
     return grads
 

@@ -7,6 +7,8 @@ Ls student layers.
                       + hidden_weight    * sum_j hidden_mse(h_j @ W_j + b_j, teacher h_g(j))
                       + attention_weight * sum_j attention_mse(scores_j, teacher scores)
                       + cosine_weight    * cosine_loss(h_Ls, teacher h_Lt)
+                      + relation_weight  * (KL of attention distributions + KL of value
+                                            relations, student block Ls vs teacher block Lt)
 
 `minibert.losses` holds each term with its gradient; this module weighs them, runs the
 student's forward and backward, and returns (loss, grads, parts) for the training step.
@@ -23,6 +25,7 @@ from minibert.errors import MinibertError
 from minibert.losses import attention_mse, cosine_loss, distillation_loss, hidden_mse
 from minibert.fast_model import classify_backward, classify_forward
 from minibert.model import BertConfig
+from minibert.relation_losses import attention_relation_loss, value_relation_loss
 from minibert.student import PROJ_PREFIX, strip_projections
 
 
@@ -33,6 +36,8 @@ class DistillSettings(NamedTuple):
     attention_weight: float = 0.0 # TinyBERT attention-score MSE (summed over mapped blocks)
     cosine_weight: float = 0.0    # DistilBERT cosine loss on the last hidden state
     layer_map: tuple = ()         # uniform_layer_map(Ls, Lt): hidden-state indices, g[0] = 0
+    relation_weight: float = 0.0  # MiniLM: attention-distribution + value-relation KL, last layers
+    prediction_weight: float = 1.0  # weight of the logit loss (0: TinyBERT's intermediate stage)
 
     @property
     def needs_hidden(self) -> bool:
@@ -45,17 +50,24 @@ class DistillSettings(NamedTuple):
     @property
     def hard_only(self) -> bool:
         """alpha = 1 and no intermediate loss: nothing of the teacher is used, so it never runs."""
-        return self.alpha == 1.0 and not (self.needs_hidden or self.needs_scores)
+        return self.alpha == 1.0 and not (self.needs_hidden or self.needs_scores
+                                           or self.needs_relation)
+
+    @property
+    def needs_relation(self) -> bool:
+        return self.relation_weight > 0
 
 
 class TeacherBatch(NamedTuple):
     """What the student learns from, for one batch. hidden / scores only hold the mapped
     entries: hidden[j] is teacher hidden state g[j] (B,T,Ht) for student state j = 0..Ls,
     scores[j] is teacher block g[j+1]-1's pre-softmax scores (B,nh,T,T) for student block j.
+    relation: the teacher's LAST block (scores (B,nh,T,T), values (B,nh,T,hs_t)) for MiniLM.
     logits None: a hard-only run (settings.hard_only), where the teacher is not consulted."""
     logits: np.ndarray | None             # (B, C)
     hidden: list | None = None
     scores: list | None = None
+    relation: tuple | None = None
 
 
 def check_settings(settings: DistillSettings, config: BertConfig,
@@ -65,7 +77,8 @@ def check_settings(settings: DistillSettings, config: BertConfig,
         raise MinibertError(f"--alpha must be in [0, 1], got {settings.alpha}")
     if not settings.temperature > 0:
         raise MinibertError(f"--temperature must be positive, got {settings.temperature}")
-    for name in ("hidden_weight", "attention_weight", "cosine_weight"):
+    for name in ("hidden_weight", "attention_weight", "cosine_weight", "relation_weight",
+                 "prediction_weight"):
         if getattr(settings, name) < 0:
             raise MinibertError(f"--{name.replace('_', '-')} must be >= 0, "
                                 f"got {getattr(settings, name)}")
@@ -77,11 +90,19 @@ def check_settings(settings: DistillSettings, config: BertConfig,
         raise MinibertError(f"--attention-weight compares attention heads one to one, so the "
                             f"student needs the teacher's {teacher_config.num_heads} heads, "
                             f"got {config.num_heads}")
-    if settings.attention_weight > 0 and (config.pruned_heads or teacher_config.pruned_heads):
+    if ((settings.attention_weight > 0 or settings.relation_weight > 0)
+            and (config.pruned_heads or teacher_config.pruned_heads)):
         pruned = "student" if config.pruned_heads else "teacher"
-        raise MinibertError(f"--attention-weight compares attention heads one to one, but the "
+        raise MinibertError(f"--attention-weight / --relation-weight compare attention heads "
+                            f"one to one, but the "
                             f"{pruned} has pruned heads ({(config.pruned_heads or teacher_config.pruned_heads)}); "
                             f"use the logit and hidden-state losses with a pruned model")
+    if settings.relation_weight > 0 and config.num_heads != teacher_config.num_heads:
+        raise MinibertError(f"--relation-weight (MiniLM) compares the last layers' attention "
+                            f"distributions and value relations head by head, so the student "
+                            f"needs the teacher's {teacher_config.num_heads} heads, got "
+                            f"{config.num_heads} (pass --heads {teacher_config.num_heads}; the "
+                            f"width may differ)")
     if len(settings.layer_map) != config.num_layers + 1:
         raise MinibertError(f"layer_map: expected {config.num_layers + 1} entries "
                             f"(hidden states 0..{config.num_layers}), got {len(settings.layer_map)}")
@@ -97,9 +118,10 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
     Inputs: student params (may include "distill.proj.*"), config, ids/mask/token types
     (B,T), gold labels (B,) (-1 = none: see losses.distillation_loss), the TeacherBatch, the settings, rng (None = no dropout).
     Returns: (loss, grads, parts). grads are fresh arrays with the keys of params;
-    parts = {"ce", "kl", "hidden", "attention", "cosine"} as floats (unweighted values).
+    parts = {"ce", "kl", "hidden", "attention", "cosine", "relation"} as floats (unweighted).
+    The logit loss is weighted by settings.prediction_weight (0 in TinyBERT's first stage).
     """
-    want_h, want_s = settings.needs_hidden, settings.needs_scores
+    want_h, want_s = settings.needs_hidden, settings.needs_scores or settings.needs_relation
     model_params = strip_projections(params)             # the model checks its keys exactly
     logits, out, cache = classify_forward(model_params, config, ids, mask, token_type_ids, rng=rng,
                                           output_hidden=want_h, output_attentions=want_s)
@@ -108,10 +130,12 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
     target = logits.copy() if teacher.logits is None else teacher.logits
     kd, dlogits, kd_parts = distillation_loss(logits, target, labels, settings.alpha,
                                               settings.temperature)
-    loss = float(kd)
-    parts = {"ce": float(kd_parts["ce"]), "kl": float(kd_parts["kl"]), "hidden": 0.0,
-             "attention": 0.0, "cosine": 0.0}
     dt = logits.dtype.type
+    loss = settings.prediction_weight * float(kd)
+    if settings.prediction_weight != 1.0:
+        dlogits *= dt(settings.prediction_weight)
+    parts = {"ce": float(kd_parts["ce"]), "kl": float(kd_parts["kl"]), "hidden": 0.0,
+             "attention": 0.0, "cosine": 0.0, "relation": 0.0}
     extra = {}                                           # projection grads
     dhidden = dscores = None
     if want_h:
@@ -141,16 +165,31 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
         else:
             dhidden[L] += dh
         loss += settings.cosine_weight * parts["cosine"]
+    dvalues = None
     if want_s:
+        dscores = [None] * config.num_layers
+    if settings.needs_scores:
         w = dt(settings.attention_weight)
-        dscores = []
         for j, ts in enumerate(teacher.scores):
             la, ds = attention_mse(out.scores[j], ts, mask)
             parts["attention"] += float(la)
             ds *= w
-            dscores.append(ds)                            # (B,nh,T,T)
+            dscores[j] = ds                               # (B,nh,T,T)
         loss += settings.attention_weight * parts["attention"]
-    grads = classify_backward(dlogits, cache, dhidden=dhidden, dscores=dscores)
+    if settings.needs_relation:
+        # MiniLM: the student's LAST block against the teacher's last block, no layer map
+        L = config.num_layers
+        w = dt(settings.relation_weight)
+        t_scores, t_values = teacher.relation
+        la, ds = attention_relation_loss(out.scores[L - 1], t_scores, mask)   # (B,nh,T,T)
+        lv, dv = value_relation_loss(cache.bert.layers[L - 1].attn.v, t_values, mask)  # (B,nh,T,hs)
+        parts["relation"] = float(la) + float(lv)
+        ds *= w
+        dv *= w
+        dscores[L - 1] = ds if dscores[L - 1] is None else dscores[L - 1] + ds
+        dvalues = [None] * (L - 1) + [dv]
+        loss += settings.relation_weight * parts["relation"]
+    grads = classify_backward(dlogits, cache, dhidden=dhidden, dscores=dscores, dvalues=dvalues)
     grads.update(extra)
     return loss, grads, parts
 

@@ -50,11 +50,30 @@ def teacher_forward(params: dict, config: BertConfig, batch, settings: DistillSe
     needed, the mapped hidden states / scores). Every teacher forward goes through here,
     which is how the tests count them.
     """
+    rel = settings.needs_relation
     logits, out, _ = classify_forward(params, config, batch.ids, batch.mask, batch.token_type_ids,
-                                      rng=None, output_hidden=settings.needs_hidden,
-                                      output_attentions=settings.needs_scores, keep_cache=False)
+                                      rng=None, output_hidden=settings.needs_hidden or rel,
+                                      output_attentions=settings.needs_scores or rel,
+                                      keep_cache=False)
     hidden, scores = select_teacher_outputs(out, settings)
-    return TeacherBatch(logits, hidden, scores)
+    relation = None
+    if rel:
+        L = config.num_layers
+        values = layer_values(params, config, L - 1, out.hidden_states[L - 1])   # (B,nh,T,hs)
+        relation = (out.scores[L - 1], values)
+    return TeacherBatch(logits, hidden, scores, relation)
+
+
+def layer_values(params: dict, config: BertConfig, i: int, x: np.ndarray) -> np.ndarray:
+    """The value vectors of encoder block i for its input x (B,T,H): v = x W_v + b_v, per head.
+    (The cache-free teacher forward keeps no attention caches, so they are recomputed from the
+    block's input hidden state: one (B,T,H) @ (H,H) matmul.) Returns: (B,nh,T,hs)."""
+    H, nh = config.hidden_size, config.num_heads
+    W = params[f"encoder.{i}.attn.qkv.W"][:, 2 * H:]                  # (H,H), columns q | k | v
+    b = params[f"encoder.{i}.attn.qkv.b"][2 * H:]                     # (H,)
+    B, T, _ = x.shape
+    v = x @ W + b                                                     # (B,T,H)
+    return v.reshape(B, T, nh, H // nh).transpose(0, 2, 1, 3)         # -> (B,nh,T,hs)
 
 
 def select_teacher_outputs(out, settings: DistillSettings) -> tuple[list | None, list | None]:
@@ -76,6 +95,8 @@ def intermediate_cache_bytes(split, config: BertConfig, settings: DistillSetting
         total += n * tmax * config.hidden_size * (ls + 1)         # (N,Tmax,Ht) per mapped state
     if settings.needs_scores:
         total += n * config.num_heads * tmax * tmax * ls          # (N,nh,Tmax,Tmax) per block
+    if settings.needs_relation:
+        total += n * tmax * (config.num_heads * tmax + config.hidden_size)   # last scores + values
     return 4 * total
 
 
@@ -103,6 +124,7 @@ class TeacherCache:
         """logits: the (N, C) logits from an earlier run (e.g. saved by the demo); with them
         and no intermediate losses, the teacher does not run at all."""
         self.params, self.config, self.settings = params, config, settings
+        self.batch_size = batch_size
         self.hard_only = settings.hard_only
         if self.hard_only:                   # alpha = 1, no intermediate loss: no teacher at all
             self.intermediate = self.stored = False
@@ -110,9 +132,10 @@ class TeacherCache:
             return
         n, tmax = split.ids.shape
         self.cache_bytes = intermediate_cache_bytes(split, config, settings)
-        self.intermediate = settings.needs_hidden or settings.needs_scores
+        self.intermediate = (settings.needs_hidden or settings.needs_scores
+                             or settings.needs_relation)
         self.stored = self.intermediate and self.cache_bytes <= max_mb * 2**20
-        self.hidden = self.scores = None
+        self.hidden = self.scores = self.relation = None
         if logits is not None:
             if logits.shape != (n, config.num_labels):
                 raise ValueError(f"logits: expected shape {(n, config.num_labels)} (N, C), "
@@ -127,9 +150,14 @@ class TeacherCache:
         if self.stored and settings.needs_scores:
             self.scores = [np.zeros((n, config.num_heads, tmax, tmax), np.float32)
                            for _ in settings.layer_map[1:]]                    # (N,nh,Tmax,Tmax)
+        if self.stored and settings.needs_relation:
+            hs = config.hidden_size // config.num_heads
+            self.relation = (np.zeros((n, config.num_heads, tmax, tmax), np.float32),
+                             np.zeros((n, config.num_heads, tmax, hs), np.float32))
         want = settings if self.stored else settings._replace(hidden_weight=0.0,
                                                               attention_weight=0.0,
-                                                              cosine_weight=0.0)
+                                                              cosine_weight=0.0,
+                                                              relation_weight=0.0)
         batches = sorted_batches(split.lengths, batch_size)
         bar = progress_bar(len(batches), "teacher outputs", progress)
         for idx in batches:
@@ -141,6 +169,9 @@ class TeacherCache:
                 self.hidden[j][idx, :T] = h                                     # (B,T,Ht)
             for j, s in enumerate(tb.scores or []):
                 self.scores[j][idx, :, :T, :T] = s                              # (B,nh,T,T)
+            if tb.relation is not None:
+                self.relation[0][idx, :, :T, :T] = tb.relation[0]               # (B,nh,T,T)
+                self.relation[1][idx, :, :T] = tb.relation[1]                   # (B,nh,T,hs)
             bar.update(1)
         bar.close()
 
@@ -152,7 +183,7 @@ class TeacherCache:
         mb = self.cache_bytes / 2**20
         how = ("cached once" if self.stored else
                "recomputed per batch (cache-free teacher forward), too big to cache")
-        return (f"teacher logits cached once; hidden states/attention scores ({mb:.0f} MB "
+        return (f"teacher logits cached once; intermediate outputs ({mb:.0f} MB "
                 f"for the split) {how}")
 
     def batch(self, batch) -> TeacherBatch:
@@ -165,10 +196,12 @@ class TeacherCache:
             return TeacherBatch(logits)
         if not self.stored:
             fresh = teacher_forward(self.params, self.config, batch, self.settings)
-            return TeacherBatch(logits, fresh.hidden, fresh.scores)
+            return fresh._replace(logits=logits)
         hidden = None if self.hidden is None else [h[idx, :T] for h in self.hidden]
         scores = None if self.scores is None else [s[idx, :, :T, :T] for s in self.scores]
-        return TeacherBatch(logits, hidden, scores)
+        relation = None if self.relation is None else (self.relation[0][idx, :, :T, :T],
+                                                       self.relation[1][idx, :, :T])
+        return TeacherBatch(logits, hidden, scores, relation)
 
 
 

@@ -195,3 +195,52 @@ def test_student_loss_equals_the_mapped_pairs_end_to_end():
     off_h = sum(float(hidden_mse(s_hidden[j], t_hidden[max(0, g[j] - 1)], batch.mask)[0])
                 for j in range(3))
     assert abs(off_h - want_h) > 0.1 * want_h
+
+
+# ----------------------------------------------------------------------------- MiniLM relations
+
+def reference_values(params, config, batch):
+    """Every teacher block's value vectors (B,nh,T,hs), from the padded forward's caches."""
+    _, cache = bert_forward(params, config, batch.ids, batch.mask, batch.token_type_ids)
+    return [layer.attn.v for layer in cache.layers]
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["cached", "recomputed"])
+def test_relation_targets_come_from_the_teachers_last_block(stored):
+    """MiniLM needs no layer map: the relation targets are the scores and the values of the
+    teacher's LAST block (5 of 0..5), whatever the student's depth."""
+    params, config = signature_teacher()
+    settings = O.DistillSettings(relation_weight=1.0, layer_map=tuple(S.uniform_layer_map(2, 6)))
+    split = padded_split(np.random.default_rng(5), 10, 9, config.vocab_size)
+    cache = TeacherCache(params, config, split, settings, batch_size=4,
+                         max_mb=1e3 if stored else 0.0)
+    assert cache.stored == stored
+    batch = make_batch(split, np.array([3, 9, 0, 6]))
+    scores_t, values_t = cache.batch(batch).relation
+    _, scores = reference_outputs(params, config, batch)
+    values = reference_values(params, config, batch)
+    tokens = batch.mask.astype(bool)[:, None, :, None]                 # (B,1,T,1) real tokens
+    assert source_layer(scores_t, scores, batch.mask) == 5
+    dist = [float(np.abs(np.where(tokens, values_t - v, 0)).max()) for v in values]
+    assert [k for k, d in enumerate(dist) if d <= MATCH_TOL] == [5], dist
+
+
+def test_relation_term_compares_the_students_last_block():
+    """Own last-block scores and values as targets: the relation term is 0 and the gradient
+    is the plain KD one; block 0's targets instead give a clearly positive term."""
+    _, _, sc, student, batch = _student_setup()
+    teacher_logits = np.random.default_rng(6).standard_normal((6, 3)).astype(np.float32)
+    out, cache = bert_forward(student, sc, batch.ids, batch.mask, batch.token_type_ids,
+                              output_attentions=True)
+    own = [(out.scores[i].copy(), cache.layers[i].attn.v.copy()) for i in range(2)]
+    plain = O.DistillSettings(0.5, 2.0, layer_map=tuple(S.uniform_layer_map(2, 6)))
+    with_rel = plain._replace(relation_weight=1.0)
+    loss0, grads0, _ = _objective(student, sc, batch, O.TeacherBatch(teacher_logits), plain)
+    loss1, grads1, parts = _objective(student, sc, batch,
+                                      O.TeacherBatch(teacher_logits, relation=own[1]), with_rel)
+    assert abs(parts["relation"]) <= 1e-6 and abs(loss1 - loss0) <= 1e-5
+    for k in grads0:
+        assert np.allclose(grads1[k], grads0[k], atol=1e-5), k
+    _, _, wrong = _objective(student, sc, batch, O.TeacherBatch(teacher_logits, relation=own[0]),
+                             with_rel)
+    assert wrong["relation"] > 1e-2

@@ -290,3 +290,60 @@ def test_matches_pytorch_kl_div_and_autograd():
     ref.backward()
     assert abs(ref.item() - float(loss)) <= 1e-10
     assert rel_error(v_s.grad.numpy(), dv, floor=1e-10) <= 1e-9
+
+
+# ----------------------------------------------------------------------------- the model's values
+
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
+def test_attention_backward_takes_a_gradient_on_the_values(fast):
+    """dvalues (B,nh,T,hs) on cache.v enters attention_backward like dscores does: checked by
+    finite differences of sum(y * dy) + sum(v * dvalues) in float64 (tolerance 1e-7)."""
+    from minibert import attention, fast_attention
+    mod = fast_attention if fast else attention
+    rng = np.random.default_rng(20)
+    B, T, H, nh = 2, 5, 8, 2
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    bias = mask_to_bias(mask, np.float64)
+    inputs = {"x": rng.standard_normal((B, T, H)), "W_qkv": 0.5 * rng.standard_normal((H, 3 * H)),
+              "b_qkv": 0.1 * rng.standard_normal(3 * H), "W_o": 0.5 * rng.standard_normal((H, H)),
+              "b_o": 0.1 * rng.standard_normal(H)}
+
+    def forward(x, W_qkv, b_qkv, W_o, b_o):
+        y, cache = mod.attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, nh)
+        return (y, cache.v.copy()), cache
+
+    def backward(dout, cache):
+        dy, dv = dout
+        return mod.attention_backward(dy, cache, dvalues=dv)
+
+    errors = check_gradients(forward, backward, inputs, rng)
+    print(errors)
+    assert max(errors.values()) <= GRAD_TOL
+
+
+def test_bert_backward_routes_dvalues_to_the_right_layer():
+    """A value gradient on layer 1 only: the whole model's gradient matches finite differences
+    of sum(v_1 * dv), and layer 1's values do not depend on layer 1's FFN (its grad is 0)."""
+    from minibert.model import bert_backward, bert_forward, init_params
+    from tiny import tiny_config
+    rng = np.random.default_rng(21)
+    config = tiny_config(num_layers=2, hidden_size=8, num_heads=2, intermediate_size=16,
+                         initializer_range=0.3, pooler=False)
+    params = init_params(config, rng, np.float64)
+    ids = rng.integers(5, config.vocab_size, size=(2, 5))
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    dv = rng.standard_normal((2, 2, 5, 4))
+
+    def forward(**p):
+        out, cache = bert_forward(p, config, ids, mask)
+        return cache.layers[1].attn.v.copy(), cache
+
+    def backward(d, cache):
+        return bert_backward(None, cache, dvalues=[None, d])
+
+    _, cache = forward(**params)
+    grads = backward(dv, cache)
+    assert not grads["encoder.1.ffn.in.W"].any()
+    errors = check_gradients(forward, backward, params, rng, max_checks=20)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-6, (worst, errors[worst])
