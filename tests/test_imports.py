@@ -137,6 +137,22 @@ def test_no_import_cycle_among_minibert_modules():
     assert cycle is None, "import cycle: " + " -> ".join(f"minibert.{m}" for m in cycle)
 
 
+def test_no_import_cycle_inside_the_classroom_package():
+    # modules() sees minibert/classroom as one node; its own modules get the same rule
+    pkg = PACKAGE / "classroom"
+    names = {p.stem for p in pkg.glob("*.py")}
+    graph = {}
+    for path in sorted(pkg.glob("*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            mods = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            deps |= {m.split(".")[2] for m in mods if m.startswith("minibert.classroom.")}
+        graph[path.stem] = deps & names
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(f"minibert.classroom.{m}" for m in cycle)
+
+
 @pytest.mark.parametrize("what", ["import minibert", "every minibert module"])
 def test_importing_minibert_does_not_import_torch_or_transformers(what):
     names = ["minibert"] if what == "import minibert" else [f"minibert.{m}" for m in modules()]

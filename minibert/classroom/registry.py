@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from minibert.classroom.text import Text
+from minibert.classroom.texts_distill import TEXTS as DISTILL_TEXTS
+from minibert.classroom.texts_model import TEXTS as MODEL_TEXTS
+from minibert.classroom.texts_shrink import TEXTS as SHRINK_TEXTS
 from minibert.errors import MinibertError
 
 
@@ -20,14 +24,6 @@ class Exercise(NamedTuple):
     lesson: str    # the lesson script that explains the idea
     section: str   # the lesson's section to read ("2. LayerNorm backward ...")
     title: str     # one line for `minibert exercises list` (never the answer)
-
-
-class Text(NamedTuple):
-    task: str                      # one sentence: what to write (goes into the stub's raise)
-    steps: tuple[str, ...]         # numbered questions, written into the stub's region
-    hints: tuple[str, str, str]    # `exercises hint NAME --level 1|2|3`, each revealing more
-    doc: str | None = None         # stub docstring, when the library's states the answer
-    answers: tuple[str, ...] = ()  # fragments of the answer that must appear in no student text
 
 
 L1, L2, L3 = "lessons/01_gradients.py", "lessons/02_softmax_temperature.py", "lessons/03_layernorm_gelu.py"
@@ -93,7 +89,4 @@ def exercise_by_name(name: str) -> Exercise:
 
 
 def texts(name: str) -> Text:
-    from minibert.classroom.texts_distill import TEXTS as distill
-    from minibert.classroom.texts_model import TEXTS as model
-    from minibert.classroom.texts_shrink import TEXTS as shrink
-    return {**model, **distill, **shrink}[name]
+    return {**MODEL_TEXTS, **DISTILL_TEXTS, **SHRINK_TEXTS}[name]

@@ -1,6 +1,6 @@
 """What students read for the distillation exercises (lessons 2, 7, 8, 9); see texts_model.py."""
 
-from minibert.classroom.registry import Text
+from minibert.classroom.text import Text
 
 TEXTS = {
     "soft_kl": Text(

@@ -4,7 +4,7 @@ states the result. Level 1 points at the idea, level 2 at the intermediate quant
 comes close to the answer. None of the task, the steps or levels 1-2 may state a final
 formula (tests/test_exercises.py checks each `answers` fragment against all of them)."""
 
-from minibert.classroom.registry import Text
+from minibert.classroom.text import Text
 
 TEXTS = {
     "rel_error": Text(

@@ -1,7 +1,7 @@
 """What students read for the lesson 11 exercises (quantization and head pruning). Same rules as
 texts_model.py: no final formula in the task, the steps or hint levels 1-2."""
 
-from minibert.classroom.registry import Text
+from minibert.classroom.text import Text
 
 TEXTS = {
     "quantize": Text(
