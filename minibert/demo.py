@@ -433,36 +433,3 @@ def cli_demo(args) -> int:
     atomic_write_text(out / "seeds.md", text + "\n")
     print(text)
     return 0
-
-
-def summarize_seeds(out_dirs) -> str:
-    """Mean and spread over several demo runs (e.g. --seed 0/1/2 with their own --out).
-
-    Inputs: directories holding results.json. Returns a markdown table: per model, the mean
-    and standard deviation (ddof=1) of accuracy, macro-F1 and ms/example, and per seed the
-    KD student's share of the teacher's accuracy and its margin over the hard-only student.
-    """
-    results = [json.loads((Path(d) / "results.json").read_text()) for d in out_dirs]
-    names = [r["name"] for r in results[0]["rows"]]
-
-    def stat(values):
-        v = np.asarray(values, dtype=np.float64)
-        sd = v.std(ddof=1) if len(v) > 1 else 0.0
-        return f"{v.mean():.4f} ± {sd:.4f}"
-
-    lines = [f"Mean ± std over seeds {[r['seed'] for r in results]}", "",
-             "| model | accuracy | macro-F1 | ms/example | speed-up |",
-             "|---|---:|---:|---:|---:|"]
-    for k, name in enumerate(names):
-        rows = [r["rows"][k] for r in results]
-        lines.append(f"| {name} | {stat([x['accuracy'] for x in rows])} | "
-                     f"{stat([x['macro_f1'] for x in rows])} | "
-                     f"{stat([x['ms_per_example'] for x in rows])} | "
-                     f"{stat([x['speedup'] for x in rows])} |")
-    lines += ["", "| seed | teacher acc | KD acc | hard-only acc | KD / teacher | KD - hard |",
-              "|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        t, kd, hard = (x["accuracy"] for x in r["rows"][:3])
-        lines.append(f"| {r['seed']} | {t:.4f} | {kd:.4f} | {hard:.4f} | {100 * kd / t:.1f}% | "
-                     f"{100 * (kd - hard):+.2f} |")
-    return "\n".join(lines)

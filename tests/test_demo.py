@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from minibert import demo, distill
+from minibert import demo, distill, report
 from minibert.data import load_dataset
 from tiny import count_teacher_forwards, make_tiny_model_dir, write_tiny_dataset
 
@@ -132,7 +132,7 @@ def test_summarize_seeds_reports_mean_and_spread(first_run, tmp_path):
     other.mkdir()
     res2 = dict(res, seed=1, rows=[dict(r, accuracy=r["accuracy"] - 0.1) for r in res["rows"]])
     (other / "results.json").write_text(json.dumps(res2))
-    text = demo.summarize_seeds([out, other])
+    text = report.summarize_seeds([out, other])
     acc = [res["rows"][1]["accuracy"], res["rows"][1]["accuracy"] - 0.1]
     expected = f"{np.mean(acc):.4f} ± {np.std(acc, ddof=1):.4f}"
     assert f"| student KD | {expected} |" in text
