@@ -94,6 +94,14 @@ def test_a_stub_file_is_short_keeps_the_signature_and_raises_naming_its_exercise
     assert f"minibert exercises check {name} --path {stub_dir}" in normalise_spaces(results[0].detail)
 
 
+def test_a_stub_docstring_is_indented_like_the_function_body(stub_dir):
+    """An exercise's own docstring (texts_*.py `doc`) replaces the library's: its lines sit one
+    level in, as in the library, not at the text module's indentation on top of it."""
+    text = (stub_dir / "soft_kl.py").read_text()
+    assert "\n    - T: temperature > 0\n" in text, text
+    assert "\n    Returns a tuple of:\n" in (stub_dir / "relation_kl.py").read_text()
+
+
 def normalise_spaces(text: str) -> str:
     return " ".join(text.split())
 

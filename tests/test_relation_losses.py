@@ -74,6 +74,7 @@ def _reference_kl(s, t, mask):
 
 # ----------------------------------------------------------------------------- gradient checks
 
+@pytest.mark.exercise("relation_kl")
 def test_relation_kl_gradient_matches_finite_differences_with_padding():
     rng = np.random.default_rng(0)
     mask = _mask()
@@ -83,6 +84,7 @@ def test_relation_kl_gradient_matches_finite_differences_with_padding():
               H_LOGITS)
 
 
+@pytest.mark.exercise("relation_kl")
 def test_attention_relation_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(1)
     mask = _mask()
@@ -92,6 +94,7 @@ def test_attention_relation_loss_gradient_matches_finite_differences():
               s, ds, rng, H_LOGITS)
 
 
+@pytest.mark.exercise("value_relation_backward")
 def test_value_relation_layer_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     v = rng.standard_normal((2, 3, 4, 5))                       # (B,nh,T,hs)
@@ -102,6 +105,7 @@ def test_value_relation_layer_gradient_matches_finite_differences():
     assert errors["v"] <= GRAD_TOL
 
 
+@pytest.mark.exercise("relation_kl", "value_relation_backward")
 @pytest.mark.parametrize("hs_s, hs_t", [(4, 4), (3, 8)])
 def test_value_relation_loss_gradient_matches_finite_differences(hs_s, hs_t):
     """Also with a student narrower than its teacher (head size 3 vs 8): no projection needed."""
@@ -117,6 +121,7 @@ def test_value_relation_loss_gradient_matches_finite_differences(hs_s, hs_t):
 
 # ----------------------------------------------------------------------------- closed forms
 
+@pytest.mark.exercise("relation_kl", "value_relation_backward")
 def test_identical_distributions_give_zero_loss_and_zero_gradient():
     rng = np.random.default_rng(4)
     mask = _mask()
@@ -128,6 +133,7 @@ def test_identical_distributions_give_zero_loss_and_zero_gradient():
     assert loss == 0.0 and not dv.any()
 
 
+@pytest.mark.exercise("relation_kl")
 def test_a_per_row_shift_of_the_logits_changes_nothing():
     """softmax(z + c) = softmax(z): a constant added to each student row keeps loss and grad."""
     rng = np.random.default_rng(5)
@@ -139,6 +145,7 @@ def test_a_per_row_shift_of_the_logits_changes_nothing():
     assert abs(l0 - l1) <= CLOSED_TOL and np.abs(d0 - d1).max() <= CLOSED_TOL
 
 
+@pytest.mark.exercise("relation_kl")
 def test_uniform_teacher_gives_minus_log_n_minus_mean_log_p():
     """KL(u || p) = sum_j (1/n) (log(1/n) - log p_j) = -log n - mean_j log p_j, per row."""
     rng = np.random.default_rng(6)
@@ -153,6 +160,7 @@ def test_uniform_teacher_gives_minus_log_n_minus_mean_log_p():
     assert abs(loss - expected) <= CLOSED_TOL
 
 
+@pytest.mark.exercise("relation_kl")
 def test_two_key_rows_match_the_bernoulli_kl():
     """With two real keys a row is a Bernoulli: KL = a log(a/b) + (1-a) log((1-a)/(1-b)),
     a = sigmoid(t0 - t1), b = sigmoid(s0 - s1); and d/ds0 = b - a."""
@@ -170,6 +178,7 @@ def test_two_key_rows_match_the_bernoulli_kl():
     assert np.abs(ds[0, 0, :, 1] + np.array(grads)).max() <= CLOSED_TOL
 
 
+@pytest.mark.exercise("relation_kl")
 def test_matches_a_loop_over_examples_heads_and_real_queries():
     rng = np.random.default_rng(7)
     mask = _mask()
@@ -180,6 +189,7 @@ def test_matches_a_loop_over_examples_heads_and_real_queries():
 
 # ----------------------------------------------------------------------------- padding
 
+@pytest.mark.exercise("relation_kl")
 def test_padded_entries_are_never_read_and_get_zero_gradient():
     """Whatever sits at a padded query row or padded key column (here: garbage, huge values),
     the loss is unchanged and the gradient there is exactly 0."""
@@ -197,6 +207,7 @@ def test_padded_entries_are_never_read_and_get_zero_gradient():
     assert not ds[pad].any()
 
 
+@pytest.mark.exercise("relation_kl", "value_relation_backward")
 def test_value_relation_ignores_values_at_padded_tokens():
     rng = np.random.default_rng(9)
     mask = _mask()
@@ -210,6 +221,7 @@ def test_value_relation_ignores_values_at_padded_tokens():
     assert value_relation_loss(sv2, tv2, mask)[0] == pytest.approx(loss, abs=CLOSED_TOL)
 
 
+@pytest.mark.exercise("relation_kl")
 def test_mean_is_over_heads_and_real_queries():
     """Duplicating an example (and its padding) leaves the mean unchanged."""
     rng = np.random.default_rng(10)
@@ -223,6 +235,7 @@ def test_mean_is_over_heads_and_real_queries():
 
 # ----------------------------------------------------------------------------- dtypes, bad input
 
+@pytest.mark.exercise("relation_kl", "value_relation_backward")
 def test_float32_in_float32_out():
     rng = np.random.default_rng(11)
     mask = _mask()
@@ -270,6 +283,7 @@ def test_nan_and_non_square_inputs_are_refused():
 
 # ----------------------------------------------------------------------------- PyTorch reference
 
+@pytest.mark.exercise("relation_kl", "value_relation_backward")
 def test_matches_pytorch_kl_div_and_autograd():
     """torch.nn.functional.kl_div on log-softmaxed rows and torch's autograd for v v^T."""
     torch = pytest.importorskip("torch")

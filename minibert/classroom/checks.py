@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from minibert.classroom import checks_attention, checks_layers, checks_losses, checks_shrink, checks_training
+from minibert.classroom import (checks_attention, checks_layers, checks_losses, checks_relations,
+                                checks_shrink, checks_training)
 from minibert.classroom.registry import EXERCISES, Exercise, exercise_by_name
 from minibert.classroom.report import CheckResult
 from minibert.classroom.workspace import load_student_function
@@ -36,6 +37,8 @@ CHECKS: dict[str, Callable[[Callable], list[CheckResult]]] = {
     "attention_mse": checks_losses.check_attention_mse,
     "cosine_loss": checks_losses.check_cosine_loss,
     "param_count": checks_training.check_param_count,
+    "relation_kl": checks_relations.check_relation_kl,
+    "value_relation_backward": checks_relations.check_value_relation_backward,
     "quantize": checks_shrink.check_quantize,
     "dequantize": checks_shrink.check_dequantize,
     "head_gate_backward": checks_shrink.check_head_gate_backward,

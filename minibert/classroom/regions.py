@@ -192,7 +192,10 @@ def _docstring_lines(func: ast.FunctionDef, lines: list[str], override: str | No
     if override is None:
         return (first, last), None
     indent = re.match(r"[ \t]*", lines[first])[0]
-    text = textwrap.dedent(override).strip("\n").splitlines()
+    # the first line follows the quotes, the rest is indented like the text module's source:
+    # dedent those alone, then indent them like the function body
+    head, _, rest = override.strip("\n").partition("\n")
+    text = [head.strip()] + textwrap.dedent(rest).splitlines()
     new = [f'{indent}"""{text[0]}'] + [(indent + t) if t.strip() else "" for t in text[1:]]
     new += [f'{indent}"""'] if len(text) > 1 else []
     if len(text) == 1:

@@ -29,7 +29,7 @@ class Exercise(NamedTuple):
 L1, L2, L3 = "lessons/01_gradients.py", "lessons/02_softmax_temperature.py", "lessons/03_layernorm_gelu.py"
 L4, L5, L6 = "lessons/04_attention.py", "lessons/05_bert.py", "lessons/06_finetune.py"
 L7, L8, L9 = "lessons/07_distillation.py", "lessons/08_intermediate.py", "lessons/09_compression.py"
-L11 = "lessons/11_shrink.py"
+L10, L11 = "lessons/10_stages.py", "lessons/11_shrink.py"
 
 # Course order: each exercise builds on the ideas (not the code) of the ones before it.
 EXERCISES: list[Exercise] = [
@@ -71,6 +71,11 @@ EXERCISES: list[Exercise] = [
              "the DistilBERT cosine loss on hidden states"),
     Exercise("param_count", "model_size", L9, "1. The teacher",
              "how many parameters a BERT has, from its config alone"),
+    Exercise("relation_kl", "relation_losses", L10, "1. MiniLM's relations, and their gradients",
+             "MiniLM's relation loss: KL between teacher and student rows, padding left out"),
+    Exercise("value_relation_backward", "relation_losses", L10,
+             "1. MiniLM's relations, and their gradients",
+             "backward of the value relation r = v v^T / sqrt(hs)"),
     Exercise("quantize", "quantize", L11, "1. One weight matrix, 8, 6 and 4 bits",
              "symmetric int8 quantization, one scale per tensor, column or row"),
     Exercise("dequantize", "quantize", L11, "1. One weight matrix, 8, 6 and 4 bits",

@@ -171,4 +171,70 @@ TEXTS = {
                "embeddings (V+P+Y)*H + 2H; per layer 4H^2 + 4H (attention) + 2HI + I + H (FFN) "
                "+ 4H (LayerNorms)."),
         answers=("(v+p+y)*h", "h*3*h+3*h")),
+    "relation_kl": Text(
+        task="return the KL divergence from the teacher's to the student's softmax over the real "
+             "keys of each row, averaged over heads and real query rows, and its gradient with "
+             "respect to the student logits (zero wherever the query or the key is padding).",
+        doc="""MiniLM's relation loss: KL(teacher row || student row), mean over heads and real queries.
+
+        Row i of head h of example b holds query i's logits over the T keys; both sides are
+        turned into distributions over the REAL keys only, and only real query rows count.
+
+        Inputs:
+        - student_logits: (B, nh, T, T) float (attention scores, or v v^T / sqrt(hs) for value
+          relations); entries at padded keys may hold anything: they must not be read
+        - teacher_logits: (B, nh, T, T) float, the same shape (cast to the student's dtype)
+        - mask: (B, T) 0/1, 1 = real token (None = no padding)
+        Already computed above the region: key_real (B,1,1,T) bool (real keys), pair (B,1,T,T)
+        bool (real query AND real key), inv_n = 1 / (nh * n_real) (n_real: real tokens in the
+        batch) in the student's dtype.
+        Returns a tuple of:
+        - loss: 0-d scalar of student_logits.dtype, >= 0, 0 iff every real row matches
+        - dstudent_logits: (B, nh, T, T), a fresh array, exactly 0 wherever the query or the
+          key is padded
+        """,
+        steps=("_masked_log_softmax(z, key_real) gives log-probabilities over the real keys of "
+               "each row: which of the two sides need it?",
+               "KL(p_t || p_s): which distribution weights the log-ratio, and which way round is "
+               "the ratio?",
+               "Only (real query, real key) entries may enter the sum: how do you leave the "
+               "others out without ever subtracting two padded entries (`pair`, where=)?",
+               "For p = softmax(z), what is d KL(p_t || p) / dz, row by row, and where must it "
+               "be exactly 0?",
+               "What is every entry divided by, and which two names must hold your results "
+               "(`loss`, `dstudent`)?"),
+        hints=("Lesson 10, section 1 (and lesson 2, section 4): per (example, head, real query) "
+               "row, the student's part of KL(p_t || p_s) is a cross-entropy against the soft "
+               "targets p_t, so its gradient looks like the cross-entropy's.",
+               "Take both log-probabilities with _masked_log_softmax(., key_real); sum the "
+               "teacher-weighted log-ratio over real pairs only (np.subtract(..., out=zeros, "
+               "where=pair)) and multiply by inv_n; the gradient is the softmax cross-entropy "
+               "gradient of each row, 0 outside real pairs, times inv_n.",
+               "loss = sum over pair of p_t * (logp_t - logp_s) * inv_n; dstudent = "
+               "(exp(logp_s) - p_t) * inv_n where pair, 0 elsewhere."),
+        answers=("exp(logp_s)-p_t", "p_t*(logp_t-logp_s)")),
+    "value_relation_backward": Text(
+        task="return dv, the gradient with respect to the values v of r = v v^T / sqrt(hs), "
+             "given the upstream gradient dr.",
+        doc="""Backward of value_relation_forward (r = v v^T / sqrt(hs), per example and head).
+
+        Inputs: dr (B, nh, T, T) upstream gradient on r; cache from value_relation_forward
+                (cache.v (B, nh, T, hs), cache.scale = 1/sqrt(hs) in v's dtype).
+        Returns: dv (B, nh, T, hs), a fresh array in v's dtype.
+        """,
+        steps=("r[i, j] = scale * v_i . v_j: in which entries of r does one value vector v_k "
+               "appear, and on which side of the dot product?",
+               "For r = a b^T, lesson 1's matmul backward gives da and db: what happens when a "
+               "and b are the same tensor?",
+               "How do you transpose the last two axes of a (B, nh, T, T) array (what does .T "
+               "do to a 4-D array)?",
+               "Where does the scale enter, how many times, and in which dtype must dv be?"),
+        hints=("Lesson 10, section 1: v is used twice in r = scale * v v^T, once as the left "
+               "factor and once as the right one; a tensor used twice gets the sum of the "
+               "gradients of both uses.",
+               "Write r = scale * a b^T with a = b = v: the left use gives the matmul backward's "
+               "da, the right use its db (it needs dr with its last two axes swapped: "
+               "swapaxes(-1, -2), not .T); add the two and multiply by cache.scale once.",
+               "dv = scale * (dr + dr^T) @ v, with dr^T = dr.swapaxes(-1, -2)."),
+        answers=("(dr+dr.swapaxes(-1,-2))", "(dr+dr^t)")),
 }

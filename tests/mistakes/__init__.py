@@ -10,7 +10,8 @@ diagnosis to contain it (the diagnosis we promise for that kind of slip).
 from mistakes.attention import MISTAKES as _attention
 from mistakes.layers import MISTAKES as _layers
 from mistakes.losses import MISTAKES as _losses
+from mistakes.relations import MISTAKES as _relations
 from mistakes.shrink import MISTAKES as _shrink
 from mistakes.training import MISTAKES as _training
 
-MISTAKES = {**_layers, **_attention, **_losses, **_training, **_shrink}
+MISTAKES = {**_layers, **_attention, **_losses, **_training, **_relations, **_shrink}
