@@ -1,5 +1,6 @@
 """The fast kernels of attention.py: the same attention forward and backward with `out=` buffers,
-and the packed attention core for inference, which never builds the padded (B,nh,T,T) grid.
+and the packed attention core (forward with optional dropout, and its backward) for inference and
+training on the real tokens, which never builds the padded (B,nh,T,T) grid.
 
 Shape legend
     B batch   T tokens   H hidden   nh heads   hs head size (H = nh * hs)   N real tokens of a batch
@@ -140,9 +141,10 @@ def _softmax_shared_shift(x):
     return y
 
 
-def attention_packed(qkv: np.ndarray, starts: np.ndarray, n_heads: int,
-                     keep_probs: bool = False) -> tuple[np.ndarray, list | None, list | None]:
-    """The attention core for inference on PACKED sequences: no padding, no mask, no backward.
+def attention_packed(qkv: np.ndarray, starts: np.ndarray, n_heads: int, keep_probs: bool = False,
+                     drop: list | None = None) -> tuple[np.ndarray, list | None, list | None]:
+    """The attention core on PACKED sequences: no padding, no mask (attention_packed_backward is
+    its backward, for training).
 
     The N real tokens of a batch are rows of one array, sequence after sequence; sequence b is
     rows starts[b]:starts[b+1] and attends to itself only. That is exactly what the padded
@@ -154,9 +156,12 @@ def attention_packed(qkv: np.ndarray, starts: np.ndarray, n_heads: int,
     Inputs: qkv (N,3H) = x @ W_qkv + b_qkv for the packed tokens, columns [q | k | v]; its q
             block is scaled by 1/sqrt(hs) IN PLACE; starts (B+1,) ints, non-decreasing row
             offsets with starts[0] = 0 and starts[-1] = N (an empty sequence is skipped);
-            n_heads dividing H; keep_probs: also return each sequence's scores and probs.
+            n_heads dividing H; keep_probs: also return each sequence's scores and probs;
+            drop: None (no dropout), or B dropout masks (nh, n_b, n_b), 0 or 1/(1-p), applied to
+            the probabilities before they weight the values (None entries for empty sequences).
     Returns a tuple of: ctx (N,H), the heads side by side (input of the output projection);
-            scores, probs: lists of B arrays (nh, n_b, n_b) when keep_probs, else None.
+            scores, probs: lists of B arrays (nh, n_b, n_b) when keep_probs, else None (probs
+            are before dropout, as attention_forward's cache.probs).
     """
     qkv = check_float("qkv", qkv, ndim=2)
     N, H3 = qkv.shape
@@ -182,8 +187,55 @@ def attention_packed(qkv: np.ndarray, starts: np.ndarray, n_heads: int,
         q, k, v = qkv[s:e].reshape(n, 3, nh, hs).transpose(1, 2, 0, 3)   # (3,nh,n,hs) -> (nh,n,hs) views
         scores = q @ k.swapaxes(-1, -2)                               # (nh,n,hs) @ (nh,hs,n) -> (nh,n,n)
         probs = _softmax_shared_shift(scores)                         # (nh,n,n), rows sum to 1
-        np.matmul(probs, v, out=ctx[s:e].reshape(n, nh, hs).transpose(1, 0, 2))  # (nh,n,n) @ (nh,n,hs) -> (nh,n,hs) view
+        dropped = probs if drop is None else probs * drop[b]          # (nh,n,n)
+        np.matmul(dropped, v, out=ctx[s:e].reshape(n, nh, hs).transpose(1, 0, 2))  # (nh,n,n) @ (nh,n,hs) -> (nh,n,hs) view
         if keep_probs:
             scores_all.append(scores)
             probs_all.append(probs)
     return ctx, scores_all, probs_all
+
+
+def attention_packed_backward(dctx: np.ndarray, qkv: np.ndarray, starts: np.ndarray, n_heads: int,
+                              probs: list, drop: list | None = None, dscores: list | None = None,
+                              dprobs: list | None = None, dvalues: list | None = None) -> np.ndarray:
+    """Backward of attention_packed (the core qkv -> ctx), sequence by sequence: what
+    attention_backward does between its two linear layers, on each sequence's own rows.
+
+    Inputs: dctx (N,A), upstream gradient of ctx; qkv (N,3A) as attention_packed left it (q
+            block scaled); starts (B+1,) as given to it; n_heads; probs: its B arrays (nh,n_b,n_b);
+            drop: the B dropout masks it applied, or None; dscores, dprobs: None, or B extra
+            gradients (nh,n_b,n_b) on each sequence's scores / probs (None entries allowed);
+            dvalues: None, or B extra gradients (nh,n_b,hs) on each sequence's values.
+    Returns: dqkv (N,3A), fresh, columns [dq | dk | dv] (dq with respect to the UNSCALED q).
+    """
+    N, H3 = qkv.shape
+    H = H3 // 3
+    nh, hs = n_heads, H // n_heads
+    check_dout("dctx", dctx, (N, H))
+    scale = qkv.dtype.type(1.0 / math.sqrt(hs))
+    dqkv = np.empty((N, 3, nh, hs), dtype=qkv.dtype)
+    for b in range(len(starts) - 1):
+        s, e = int(starts[b]), int(starts[b + 1])
+        n = e - s
+        if n == 0:
+            continue
+        q, k, v = qkv[s:e].reshape(n, 3, nh, hs).transpose(1, 2, 0, 3)   # (nh,n,hs) views each
+        dq, dk, dv = dqkv[s:e].transpose(1, 2, 0, 3)                  # (nh,n,hs) views into dqkv
+        dc = dctx[s:e].reshape(n, nh, hs).transpose(1, 0, 2)          # (nh,n,hs)
+        p, mask = probs[b], None if drop is None else drop[b]         # (nh,n,n)
+        dropped = p if mask is None else p * mask                     # (nh,n,n)
+        np.matmul(dropped.swapaxes(-1, -2), dc, out=dv)               # (nh,n,n) @ (nh,n,hs) -> (nh,n,hs)
+        if dvalues is not None and dvalues[b] is not None:
+            dv += dvalues[b]                                          # v also fed a relation loss
+        dp = dc @ v.swapaxes(-1, -2)                                  # (nh,n,hs) @ (nh,hs,n) -> (nh,n,n)
+        if mask is not None:
+            dp *= mask                                                # dropout
+        if dprobs is not None and dprobs[b] is not None:
+            dp += dprobs[b]                                           # probs read before dropout
+        ds = softmax_backward(dp, SoftmaxCache(p))                    # (nh,n,n)
+        if dscores is not None and dscores[b] is not None:
+            ds += dscores[b]
+        np.matmul(ds, k, out=dq)                                      # (nh,n,n) @ (nh,n,hs) -> (nh,n,hs)
+        dq *= scale                                                   # scores = (scale q) k^T
+        np.matmul(ds.swapaxes(-1, -2), q, out=dk)                     # (nh,n,n) @ (nh,n,hs) -> (nh,n,hs)
+    return dqkv.reshape(N, 3 * H)

@@ -1,11 +1,14 @@
-"""What the pipeline runs: model.py's BERT with the fast kernels, and a packed path for inference.
+"""What the pipeline runs: model.py's BERT with the fast kernels, and packed paths that skip the padding.
 
 Shape legend: B batch, T tokens, H hidden, nh heads, N real (unpadded) tokens of a batch.
 
-    bert_forward(...)      = model.bert_forward(..., fast=True), except in inference on a padded
-                             batch (keep_cache=False, rng=None, some mask 0): the packed path below
+    bert_forward(...)      = model.bert_forward(..., fast=True), except on a padded batch:
+                             inference (keep_cache=False, rng=None): the packed path below;
+                             training (dropout and/or caches), every row starting with a real
+                             token: fast_packed.bert_forward, the packed training path
+    bert_backward(...)     = model.bert_backward for either cache (packed or padded)
     classify_forward(...)  = that, then heads.classifier_forward (as model.classify_forward)
-    classify_backward      = model.classify_backward (the caches remember fast=True)
+    classify_backward      = model.classify_backward, dispatching as bert_backward
     mlm_forward(...)       = heads.mlm_forward(..., fast=True)
 
 The packed path: everything except the attention core works token by token, so it runs on the N real
@@ -15,8 +18,12 @@ to matmul rounding) without the padding's work. Its outputs are ZERO at padded p
 path's are finite and meaningless there). tests/test_fast.py holds both equal on padded batches.
 
 Student and teacher go through the same code: training (fine-tuning the teacher, distilling the
-student) runs bert_forward with caches, the padded path with fast kernels; inference (evaluation,
-prediction, the teacher's cached outputs, embeddings) runs it without, the packed path.
+student) runs bert_forward with caches, the packed training path (fast_packed.py: the same dropout
+masks as the reference, drawn with its exact rng calls); inference (evaluation, prediction, the
+teacher's cached outputs, embeddings) runs it without, the packed inference path below. Unpadded
+batches take the padded path (the same work), and so do batches with a row whose position 0 is
+padding (an empty row: the classifier would read a padded [CLS], whose gradient the reference
+sends through the padding).
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from minibert.attention import MASK_NEG
 from minibert.config import BertConfig, check_inputs, check_params
 from minibert.fast_attention import attention_packed
 from minibert.fast_layers import gelu
-from minibert.heads import MLMCache, classifier_forward, mlm_forward as _mlm_forward
+from minibert.heads import MLMCache, classifier_backward, classifier_forward, mlm_forward as _mlm_forward
 from minibert.layers import _skip_finite_checks, check_finite, layernorm_forward, linear_forward
 from minibert.quantize import quantize_activation as act
-from minibert.model import BertCache, BertOutput, ClassifyCache, classify_backward  # noqa: F401
+from minibert.model import BertCache, BertOutput, ClassifyCache
+from minibert import fast_packed
+from minibert.fast_packed import PackedCache, _attention_grid, _scatter
 
-__all__ = ["bert_forward", "classify_forward", "classify_backward", "mlm_forward"]
+__all__ = ["bert_forward", "bert_backward", "classify_forward", "classify_backward", "mlm_forward",
+           "attention_values"]
 
 
 def bert_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.ndarray | None = None,
@@ -45,14 +55,58 @@ def bert_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.nda
     Inputs and Returns: as model.bert_forward. With keep_cache=False and rng=None and some padding,
     last / hidden_states are exactly 0 at padded positions, attentions 0 and scores MASK_NEG
     wherever the query or the key is padding."""
+    check_params(params, config)                                   # model.bert_forward's checks, in its order
+    ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
     if not keep_cache and rng is None:
-        check_params(params, config)                               # model.bert_forward's checks, in its order
-        ids, mask, token_type_ids = check_inputs(config, ids, mask, token_type_ids)
         if not mask.all() or config.activation_quant != "none":   # int8 activations: only here
             return _bert_forward_packed(params, config, ids, mask, token_type_ids,
                                         output_hidden, output_attentions), None
+    elif (not mask.all() and mask[:, 0].all() and config.activation_quant == "none"
+          and (rng is None or isinstance(rng, np.random.Generator))):
+        # training (dropout and/or caches) on a padded batch whose rows all start with a real
+        # token ([CLS], which the classifier reads): the packed training path
+        return fast_packed.bert_forward(params, config, ids, mask, token_type_ids, rng,
+                                        output_hidden, output_attentions, keep_cache)
     return model.bert_forward(params, config, ids, mask, token_type_ids, rng, output_hidden,
                               output_attentions, keep_cache, fast=True)
+
+
+def bert_backward(dlast: np.ndarray | None, cache, dhidden: list | None = None,
+                  dscores: list | None = None, dprobs: list | None = None,
+                  dvalues: list | None = None) -> dict:
+    """model.bert_backward for a cache from bert_forward above: the packed backward
+    (fast_packed.bert_backward) for a PackedCache, model.bert_backward for a padded BertCache.
+    Inputs and Returns: as model.bert_backward (extra gradients on the padded grid)."""
+    if isinstance(cache, PackedCache):
+        return fast_packed.bert_backward(dlast, cache, dhidden, dscores, dprobs, dvalues)
+    if not isinstance(cache, BertCache):
+        raise ValueError(f"cache: expected the cache of fast_model.bert_forward (PackedCache or "
+                         f"BertCache), got {type(cache).__name__}"
+                         + ("; run it with keep_cache=True to backpropagate" if cache is None else ""))
+    return model.bert_backward(dlast, cache, dhidden, dscores, dprobs, dvalues)
+
+
+def classify_backward(dlogits: np.ndarray, cache: ClassifyCache, dhidden: list | None = None,
+                      dscores: list | None = None, dprobs: list | None = None,
+                      dvalues: list | None = None) -> dict:
+    """model.classify_backward for a cache from classify_forward below (packed or padded).
+    Returns: fresh grads dict with every parameter of a classification model."""
+    if not isinstance(cache, ClassifyCache):
+        raise ValueError(f"cache: expected the ClassifyCache of classify_forward, got "
+                         f"{type(cache).__name__}"
+                         + ("; run it with keep_cache=True to backpropagate" if cache is None else ""))
+    dlast, head_grads = classifier_backward(dlogits, cache.head)      # (B,C) -> (B,T,H)
+    grads = bert_backward(dlast, cache.bert, dhidden, dscores, dprobs, dvalues)
+    grads.update(head_grads)
+    return grads
+
+
+def attention_values(cache, i: int) -> np.ndarray:
+    """Layer i's attention values (B,nh,T,hs) from a bert_forward cache (MiniLM's value relation):
+    cache.layers[i].attn.v of a padded BertCache; from a PackedCache, on the grid, 0 at padding."""
+    if isinstance(cache, PackedCache):
+        return fast_packed._values_grid(cache, i)
+    return cache.layers[i].attn.v
 
 
 def classify_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np.ndarray | None,
@@ -72,25 +126,6 @@ def classify_forward(params: dict, config: BertConfig, ids: np.ndarray, mask: np
 def mlm_forward(params: dict, config: BertConfig, last: np.ndarray) -> tuple[np.ndarray, MLMCache]:
     """heads.mlm_forward with fast=True. Inputs: last (B,T,H). Returns: logits (B,T,V), cache."""
     return _mlm_forward(params, config, last, fast=True)
-
-
-def _scatter(rows, idx, B, T):
-    """Put packed rows back on the (B,T) grid. Inputs: rows (N,D), idx (N,) flat positions.
-    Returns: (B,T,D), zero at every position not in idx."""
-    out = np.zeros((B * T, rows.shape[1]), dtype=rows.dtype)       # (B*T,D)
-    out[idx] = rows
-    return out.reshape(B, T, -1)                                   # (B*T,D) -> (B,T,D)
-
-
-def _attention_grid(blocks, idx, starts, B, T, fill):
-    """Per-sequence (nh,n_b,n_b) attention blocks back on the padded (B,nh,T,T) grid, `fill`
-    wherever the query or the key is padding."""
-    nh = blocks[0].shape[0]
-    grid = np.full((B, nh, T, T), fill, dtype=blocks[0].dtype)     # (B,nh,T,T)
-    for b, block in enumerate(blocks):
-        pos = idx[starts[b]:starts[b + 1]] - b * T                 # (n_b,) real positions of sequence b
-        grid[b][:, pos[:, None], pos[None, :]] = block             # (nh,n_b,n_b) -> real (query, key) pairs
-    return grid
 
 
 def _bert_forward_packed(params, config, ids, mask, token_type_ids, output_hidden, output_attentions):

@@ -23,8 +23,8 @@ import numpy as np
 
 from minibert.errors import MinibertError
 from minibert.losses import attention_mse, cosine_loss, cross_entropy, hidden_mse, soft_kl
-from minibert.fast_model import bert_forward, mlm_forward
-from minibert.model import BertConfig, add_grads, bert_backward, mlm_backward
+from minibert.fast_model import bert_backward, bert_forward, mlm_forward
+from minibert.model import BertConfig, add_grads, mlm_backward
 from minibert.student import PROJ_PREFIX
 
 DISTILBERT_WEIGHTS = {"soft_mlm_weight": 5.0, "mlm_weight": 2.0, "cosine_weight": 1.0}

@@ -317,6 +317,10 @@ def bert_backward(dlast: np.ndarray | None, cache: BertCache, dhidden: list | No
     Returns: fresh grads dict for every encoder and embedding parameter, in param_shapes order."""
     if cache is None:
         raise ValueError("cache: None; run bert_forward with keep_cache=True to backpropagate")
+    if not isinstance(cache, BertCache):
+        raise ValueError(f"cache: expected the BertCache of model.bert_forward, got "
+                         f"{type(cache).__name__} (a PackedCache from fast_model.bert_forward "
+                         f"backpropagates with fast_model.bert_backward)")
     B, T, H = cache.shape
     L = len(cache.layers)
     grids = [(B, c.attn.probs.shape[1], T, T) for c in cache.layers]   # heads per layer (pruning)

@@ -23,7 +23,7 @@ import numpy as np
 
 from minibert.errors import MinibertError
 from minibert.losses import attention_mse, cosine_loss, distillation_loss, hidden_mse
-from minibert.fast_model import classify_backward, classify_forward
+from minibert.fast_model import attention_values, classify_backward, classify_forward
 from minibert.model import BertConfig
 from minibert.relation_losses import attention_relation_loss, value_relation_loss
 from minibert.student import PROJ_PREFIX, strip_projections
@@ -182,7 +182,7 @@ def student_objective(params: dict, config: BertConfig, ids: np.ndarray, mask: n
         w = dt(settings.relation_weight)
         t_scores, t_values = teacher.relation
         la, ds = attention_relation_loss(out.scores[L - 1], t_scores, mask)   # (B,nh,T,T)
-        lv, dv = value_relation_loss(cache.bert.layers[L - 1].attn.v, t_values, mask)  # (B,nh,T,hs)
+        lv, dv = value_relation_loss(attention_values(cache.bert, L - 1), t_values, mask)  # (B,nh,T,hs)
         parts["relation"] = float(la) + float(lv)
         ds *= w
         dv *= w

@@ -22,7 +22,7 @@ import inspect
 import numpy as np
 import pytest
 
-from minibert import attention, fast_attention, fast_layers, fast_model, fast_optim, heads, layers
+from minibert import attention, fast_attention, fast_layers, fast_model, fast_optim, fast_packed, heads, layers
 from minibert import model as M
 from minibert import optim
 from minibert.attention import mask_to_bias
@@ -185,6 +185,99 @@ def case_attention_packed(dtype):
     return pairs, TOL[dtype]
 
 
+def case_attention_packed_backward(dtype):
+    """The packed core's backward (dropout on, the reference's masks at real pairs, extra
+    gradients at real entries), through the same linear layers, vs the padded backward."""
+    x, W_qkv, b_qkv, W_o, b_o, bias, nh, mask = attention_inputs(dtype, seed=4)
+    yr, cr = attention.attention_forward(x, W_qkv, b_qkv, W_o, b_o, bias, nh, 0.2,
+                                         rng=np.random.default_rng(15))
+    real = mask.astype(bool)
+    pos = [np.flatnonzero(m) for m in mask]
+    drop = [cr.drop.mask[b][:, p[:, None], p] for b, p in enumerate(pos)]      # (nh,n_b,n_b)
+    qkv = x[real] @ W_qkv + b_qkv                                   # (N,3H)
+    starts = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    ctx, _, probs = fast_attention.attention_packed(qkv, starts, nh, keep_probs=True, drop=drop)
+    rng = np.random.default_rng(16)
+    dy = (rng.standard_normal(yr.shape) * real[..., None]).astype(dtype)   # 0 at padded tokens
+    dscores, dprobs = _extra_grads(cr, mask, 17)
+    pair = (real[:, None, :, None] & real[:, None, None, :])
+    dscores, dprobs = (dscores * pair).astype(dtype), (dprobs * pair).astype(dtype)
+    dvalues = (rng.standard_normal(cr.v.shape) * real[:, None, :, None]).astype(dtype)
+    gr = _attention_grads(lambda *a: attention.attention_backward(*a, dvalues), dy, cr, dscores, dprobs)
+    blocks = [[g[b][:, p[:, None], p] for b, p in enumerate(pos)] for g in (dscores, dprobs)]
+    dqkv = fast_attention.attention_packed_backward(dy[real] @ W_o.T, qkv, starts, nh, probs, drop,
+                                                    blocks[0], blocks[1],
+                                                    [dvalues[b][:, p] for b, p in enumerate(pos)])
+    pairs = [("y at real tokens (dropout on)", ctx @ W_o + b_o, yr[real]),
+             ("dx at real tokens", dqkv @ W_qkv.T, gr["dx"][real]),
+             ("dW_qkv", x[real].T @ dqkv, gr["dW_qkv"]), ("db_qkv", dqkv.sum(axis=0), gr["db_qkv"])]
+    return pairs, TOL[dtype]
+
+
+def packed_case(dtype, config=None, lengths=(7, 4, 1, 2, 7), seed=0, forward=fast_packed.bert_forward,
+                backward=fast_packed.bert_backward):
+    """Training on a padded batch (a length-1 row, full-length rows), dropout on, same seed: the
+    packed path vs model.py's padded reference. Forward at real tokens / real pairs, then every
+    parameter gradient with dlast, dhidden, dscores, dprobs, dvalues nonzero only at real entries
+    (as the losses give them). Returns pairs."""
+    config = config or tiny_config()
+    params = model_params(config, dtype, seed)
+    ids, mask, types = padded_batch(config, lengths, seed)
+    kw = dict(output_hidden=True, output_attentions=True)
+    of, cf = forward(params, config, ids, mask, types, np.random.default_rng(seed + 1), **kw)
+    o_r, cr = M.bert_forward(params, config, ids, mask, types, np.random.default_rng(seed + 1), **kw)
+    assert isinstance(cf, fast_packed.PackedCache)
+    real = mask.astype(bool)                                        # (B,T)
+    pair = real[:, None, :, None] & real[:, None, None, :]          # (B,1,T,T) real (query, key)
+    pairs = [("last at real tokens", of.last[real], o_r.last[real])]
+    pairs += [(f"hidden[{i}] at real tokens", a[real], b[real])
+              for i, (a, b) in enumerate(zip(of.hidden_states, o_r.hidden_states))]
+    for i, (pf, pr, sf, sr) in enumerate(zip(of.attentions, o_r.attentions, of.scores, o_r.scores)):
+        sel = np.broadcast_to(pair, pr.shape)
+        pairs += [(f"probs[{i}] at real pairs", pf[sel], pr[sel]), (f"scores[{i}] at real pairs", sf[sel], sr[sel])]
+        assert np.all(pf[~sel] == 0) and np.all(sf[~sel] == attention.MASK_NEG)
+    rng = np.random.default_rng(seed + 2)
+    tok = real[..., None]
+    dlast = (rng.standard_normal(o_r.last.shape) * tok).astype(dtype)
+    dhidden = [(rng.standard_normal(o_r.last.shape) * tok).astype(dtype) for _ in o_r.hidden_states]
+    dscores = [(rng.standard_normal(s.shape) * pair).astype(dtype) for s in o_r.scores]
+    dprobs = [(rng.standard_normal(s.shape) * pair).astype(dtype) for s in o_r.scores]
+    dvalues = [(rng.standard_normal(c.attn.v.shape) * real[:, None, :, None]).astype(dtype) for c in cr.layers]
+    extra = (dhidden, dscores, dprobs, dvalues)
+    gf, gr = backward(dlast, cf, *extra), M.bert_backward(dlast, cr, *extra)
+    assert list(gf) == list(gr)                                     # same keys, same order
+    return pairs + _model_grad_pairs(gf, gr)
+
+
+def case_fast_packed_bert_forward(dtype):
+    return packed_case(dtype), TOL[dtype]
+
+
+def case_fast_packed_bert_backward(dtype):
+    """A pruned-head config (layers of different widths), dropout on both grids."""
+    config = tiny_config(num_heads=4, hidden_size=16, pruned_heads={"0": [1, 3], "1": [0]})
+    return packed_case(dtype, config, lengths=(5, 1, 5, 3), seed=3), TOL[dtype]
+
+
+def case_fast_model_bert_backward(dtype):
+    """fast_model.bert_forward takes the packed path on this batch; its bert_backward dispatches."""
+    return packed_case(dtype, seed=5, forward=fast_model.bert_forward,
+                       backward=fast_model.bert_backward), TOL[dtype]
+
+
+def case_fast_model_classify_backward(dtype):
+    """Fine-tuning's step: packed encoder, the head's own dropout after it, cross-entropy-like dlogits."""
+    config = tiny_config()
+    params = model_params(config, dtype, seed=6)
+    ids, mask, types = padded_batch(config, (6, 1, 3, 6), seed=6)
+    lf, _, cf = fast_model.classify_forward(params, config, ids, mask, types, rng=np.random.default_rng(7))
+    lr, _, cr = M.classify_forward(params, config, ids, mask, types, rng=np.random.default_rng(7))
+    assert isinstance(cf.bert, fast_packed.PackedCache)
+    dlogits = np.random.default_rng(8).standard_normal(lr.shape).astype(dtype)
+    gf, gr = fast_model.classify_backward(dlogits, cf), M.classify_backward(dlogits, cr)
+    return [("logits", lf, lr)] + _model_grad_pairs(gf, gr), TOL[dtype]
+
+
 def _model_grad_pairs(gf, gr):
     assert sorted(gf) == sorted(gr)
     return [(f"d[{k}]", gf[k], gr[k]) for k in sorted(gr)]
@@ -278,8 +371,13 @@ CASES = {
     "fast_attention.attention_forward": case_attention_forward,
     "fast_attention.attention_backward": case_attention_backward,
     "fast_attention.attention_packed": case_attention_packed,
+    "fast_attention.attention_packed_backward": case_attention_packed_backward,
+    "fast_packed.bert_forward": case_fast_packed_bert_forward,
+    "fast_packed.bert_backward": case_fast_packed_bert_backward,
     "fast_model.bert_forward": case_bert_forward,
+    "fast_model.bert_backward": case_fast_model_bert_backward,
     "fast_model.classify_forward": case_classify_forward,
+    "fast_model.classify_backward": case_fast_model_classify_backward,
     "fast_model.mlm_forward": case_mlm_forward,
     "fast_optim.adamw_step": case_adamw_step,
 }
@@ -289,11 +387,12 @@ def test_the_table_names_real_functions_and_every_public_fast_function():
     for fast, ref in STANDS_IN_FOR.items():
         assert callable(resolve(fast)) and callable(resolve(ref)), (fast, ref)
     assert set(CASES) == set(STANDS_IN_FOR)
-    for mod in (fast_layers, fast_attention, fast_model, fast_optim):
+    helpers = {"fast_layers.erf_scaled", "fast_model.attention_values"}   # no reference to stand in for
+    for mod in (fast_layers, fast_attention, fast_model, fast_optim, fast_packed):
         for name, obj in vars(mod).items():
             if (inspect.isfunction(obj) and not name.startswith("_") and obj.__module__ == mod.__name__):
                 key = f"{mod.__name__.split('.')[-1]}.{name}"
-                assert key in STANDS_IN_FOR or key == "fast_layers.erf_scaled", \
+                assert key in STANDS_IN_FOR or key in helpers, \
                     f"{key} is public but not in fast.STANDS_IN_FOR"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from minibert import fast_model
 from minibert import objective as O
 from minibert import student as S
 from minibert.teacher_cache import TeacherCache
@@ -134,9 +135,10 @@ def _student_setup(n_student=2, seed=3):
 
 
 def _own_targets(student, sc, batch, logits):
-    """A TeacherBatch holding the student's own hidden states and scores (eval mode)."""
-    out, _ = bert_forward(student, sc, batch.ids, batch.mask, batch.token_type_ids,
-                          output_hidden=True, output_attentions=True)
+    """A TeacherBatch holding the student's own hidden states and scores (eval mode), from the
+    forward student_objective runs (fast_model's, with caches), so they are bit-identical."""
+    out, _ = fast_model.bert_forward(student, sc, batch.ids, batch.mask, batch.token_type_ids,
+                                     output_hidden=True, output_attentions=True)
     return O.TeacherBatch(logits, [h.copy() for h in out.hidden_states],
                           [s.copy() for s in out.scores])
 
@@ -230,9 +232,9 @@ def test_relation_term_compares_the_students_last_block():
     is the plain KD one; block 0's targets instead give a clearly positive term."""
     _, _, sc, student, batch = _student_setup()
     teacher_logits = np.random.default_rng(6).standard_normal((6, 3)).astype(np.float32)
-    out, cache = bert_forward(student, sc, batch.ids, batch.mask, batch.token_type_ids,
-                              output_attentions=True)
-    own = [(out.scores[i].copy(), cache.layers[i].attn.v.copy()) for i in range(2)]
+    out, cache = fast_model.bert_forward(student, sc, batch.ids, batch.mask, batch.token_type_ids,
+                                         output_attentions=True)             # as student_objective
+    own = [(out.scores[i].copy(), fast_model.attention_values(cache, i).copy()) for i in range(2)]
     plain = O.DistillSettings(0.5, 2.0, layer_map=tuple(S.uniform_layer_map(2, 6)))
     with_rel = plain._replace(relation_weight=1.0)
     loss0, grads0, _ = _objective(student, sc, batch, O.TeacherBatch(teacher_logits), plain)
