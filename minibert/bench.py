@@ -304,12 +304,11 @@ def cli_bench(args):
         from minibert.bench_augment import cli_bench_augment
         return cli_bench_augment(args)
     if getattr(args, "scaling", False):                # see minibert/bench_scaling.py
-        from minibert.bench_scaling import format_scaling, run_scaling
-        res = run_scaling(repeats=min(args.repeats, 3), with_torch=not args.no_torch,
-                          progress=None if args.json else (lambda m: print(m, file=sys.stderr,
-                                                                           flush=True)))
-        print(json.dumps(res, indent=2) if args.json else format_scaling(res))
-        return 0
+        from minibert.bench_scaling import cli_bench_scaling
+        return cli_bench_scaling(args)
+    for flag in ("lengths", "batch_sizes", "layers"):
+        if getattr(args, flag, None) is not None:
+            raise MinibertError(f"bench: --{flag.replace('_', '-')} goes with --scaling")
     res = run_bench(batch_size=getattr(args, "batch_size", 32), seq_len=getattr(args, "seq_len", 64),
                     repeats=args.repeats, with_torch=not args.no_torch,
                     progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))

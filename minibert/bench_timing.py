@@ -71,11 +71,15 @@ def roofline_fn(n=2048):
 # Timing
 
 
-def time_interleaved(engines, repeats, say, companions=None):
+def time_interleaved(engines, repeats, say, companions=None, budget_s=None, min_repeats=3):
     """Time every task of every engine, alternating engines run by run (so a load spike from
-    the rest of the machine hits both alike). engines: name -> {task: (fn, warmup)};
-    companions: task -> {name: fn}, extra functions timed in the same rounds as that task
-    (the roofline matmul runs between teacher forwards, so both see the same machine).
+    the rest of the machine hits both alike).
+
+    Inputs: engines: name -> {task: (fn, warmup)}; repeats: timed rounds per task (a round = one
+    run of every engine); companions: task -> {name: fn}, extra functions timed in the same
+    rounds as that task (the roofline matmul runs between teacher forwards, so both see the same
+    machine); budget_s (None: always `repeats` rounds): seconds a task may take, judged from its
+    first round: fewer rounds for a big task, but never fewer than min(min_repeats, repeats).
     Returns name -> {task + "_s": median, task + "_runs": [seconds...]} (companions included)."""
     companions = companions or {}
     out = {name: {} for name in engines}
@@ -89,12 +93,15 @@ def time_interleaved(engines, repeats, say, companions=None):
                 fn()
         runs = {name: [] for name in timed}
         n = repeats if "latency" not in task else max(repeats, 10)
-        for _ in range(n):
+        k = 0
+        while k < n:
             for name, (fn, _) in timed.items():
                 runs[name].append(median_time(fn, 1, warmup=0)[0])
+            k += 1
+            if k == 1 and budget_s is not None:          # one round's time decides the count
+                round_s = sum(r[0] for r in runs.values())
+                n = max(min(min_repeats, n), min(n, int(budget_s / max(round_s, 1e-9))))
         for name in timed:
             out.setdefault(name, {})[task + "_s"] = statistics.median(runs[name])
             out[name][task + "_runs"] = runs[name]
     return out
-
-

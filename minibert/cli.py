@@ -47,6 +47,14 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def positive_int_list(text: str) -> list[int]:
+    """argparse type: comma-separated integers >= 1 ("16,64,128")."""
+    values = [positive_int(t.strip()) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected integers like 16,64, got {text!r}")
+    return values
+
+
 def recipe_list(text: str) -> list[str]:
     """argparse type: comma-separated student recipes for the demo ("kd,tinybert")."""
     names = [t.strip() for t in text.split(",") if t.strip()]
@@ -263,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true",
                    help="instead: time per real token at T = 16..512, B = 1, 8, 32 (2-layer model; "
                         "a few minutes)")
+    p.add_argument("--lengths", type=positive_int_list, metavar="T,...", help="--scaling: T values")
+    p.add_argument("--batch-sizes", type=positive_int_list, metavar="B,...", help="--scaling: B values")
+    p.add_argument("--layers", type=positive_int, help="--scaling: layers timed (default 2)")
     p.set_defaults(handler="minibert.bench:cli_bench")
 
     p = sub.add_parser("demo", help="the main job: fetch, fine-tune, distil, compare, plot")
