@@ -298,14 +298,22 @@ def format_table(res) -> str:
 
 
 def cli_bench(args):
-    """`minibert bench [--json] [--repeats N] [--no-torch] [--batch-size B] [--seq-len T]`
-    (`--augment N`: the augmentation stages instead, see minibert/bench_augment.py)."""
+    """`minibert bench [--json] [--repeats N] [--no-torch] [--batch-size B] [--seq-len T]`;
+    instead, `--augment N`: the augmentation stages (bench_augment.py), `--scaling`: cost per
+    token over lengths and batch sizes (bench_scaling.py), `--model DIR`: real model folders
+    (bench_model.py)."""
+    modes = [f"--{m}" for m in ("augment", "scaling", "model") if getattr(args, m, None)]
+    if len(modes) > 1:
+        raise MinibertError(f"bench: {' and '.join(modes)} are separate benchmarks; give one")
     if getattr(args, "augment", None):
         from minibert.bench_augment import cli_bench_augment
         return cli_bench_augment(args)
     if getattr(args, "scaling", False):                # see minibert/bench_scaling.py
         from minibert.bench_scaling import cli_bench_scaling
         return cli_bench_scaling(args)
+    if getattr(args, "model", None):                   # see minibert/bench_model.py
+        from minibert.bench_model import cli_bench_model
+        return cli_bench_model(args)
     for flag in ("lengths", "batch_sizes", "layers"):
         if getattr(args, flag, None) is not None:
             raise MinibertError(f"bench: --{flag.replace('_', '-')} goes with --scaling")

@@ -64,9 +64,11 @@ def forward_flops(config: BertConfig, batch_size, seq_len, lengths=None) -> int:
     lengths: None for the padded batch (PyTorch's work: every sequence is T tokens long), or the
     (B,) real lengths n_b for minibert's inference forward, which runs on the real tokens only
     (N = sum n_b token-wise rows, attention over sum n_b^2 query-key pairs instead of B*T^2).
-    Per layer: QKV 2*N*H*3H, scores q k^T 2*nh*pairs*hs = 2*pairs*H, probs @ v the same, output
-    projection 2*N*H*H, FFN 2*N*H*I twice; then the pooler and classifier on [CLS].
-    Elementwise work (softmax, GELU, LayerNorm) is not counted (it is < 1% of the FLOPs).
+    Layer i has A_i = config.heads_in_layer(i) * hs attention columns (A_i = H unless heads were
+    pruned): QKV 2*N*H*3A_i, scores q k^T 2*pairs*A_i, probs @ v the same, output projection
+    2*N*A_i*H, FFN 2*N*H*I twice; then, with a classifier (num_labels > 0), the pooler and the
+    classifier on [CLS]. Elementwise work (softmax, GELU, LayerNorm, int8 rounding of
+    activations) is not counted (it is < 1% of the FLOPs).
     """
     B, T, H, I = batch_size, seq_len, config.hidden_size, config.intermediate_size
     if lengths is None:
@@ -74,10 +76,15 @@ def forward_flops(config: BertConfig, batch_size, seq_len, lengths=None) -> int:
     else:
         n = np.asarray(lengths, dtype=np.int64)
         N, pairs = int(n.sum()), int((n * n).sum())
-    attn = 2 * N * H * 3 * H + 2 * 2 * pairs * H + 2 * N * H * H
-    ffn = 2 * 2 * N * H * I
-    head = 2 * B * H * H * int(config.pooler) + 2 * B * H * max(config.num_labels, 0)
-    return config.num_layers * (attn + ffn) + head
+    total = 0
+    for i in range(config.num_layers):
+        A = config.heads_in_layer(i) * config.head_size                 # attention width of layer i
+        attn = 2 * N * H * 3 * A + 2 * 2 * pairs * A + 2 * N * A * H
+        ffn = 2 * 2 * N * H * I
+        total += attn + ffn
+    if config.num_labels > 0:
+        total += 2 * B * H * H * int(config.pooler) + 2 * B * H * config.num_labels
+    return total
 
 
 # ----------------------------------------------------------------------------------------------
