@@ -301,8 +301,9 @@ def cli_bench(args):
     """`minibert bench [--json] [--repeats N] [--no-torch] [--batch-size B] [--seq-len T]`;
     instead, `--augment N`: the augmentation stages (bench_augment.py), `--scaling`: cost per
     token over lengths and batch sizes (bench_scaling.py), `--model DIR`: real model folders
-    (bench_model.py)."""
-    modes = [f"--{m}" for m in ("augment", "scaling", "model") if getattr(args, m, None)]
+    (bench_model.py), `--demo-times RUN...`: finished demo runs' stage times (bench_demo.py)."""
+    modes = [f"--{m.replace('_', '-')}" for m in ("augment", "scaling", "model", "demo_times")
+             if getattr(args, m, None)]
     if len(modes) > 1:
         raise MinibertError(f"bench: {' and '.join(modes)} are separate benchmarks; give one")
     if getattr(args, "augment", None):
@@ -311,6 +312,9 @@ def cli_bench(args):
     if getattr(args, "scaling", False):                # see minibert/bench_scaling.py
         from minibert.bench_scaling import cli_bench_scaling
         return cli_bench_scaling(args)
+    if getattr(args, "demo_times", None):              # see minibert/bench_demo.py
+        from minibert.bench_demo import cli_bench_demo_times
+        return cli_bench_demo_times(args)
     if getattr(args, "model", None):                   # see minibert/bench_model.py
         from minibert.bench_model import cli_bench_model
         return cli_bench_model(args)

@@ -268,11 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", type=positive_int, default=None, metavar="N",
                    help="instead: time `minibert augment`'s stages on N default-data sentences")
     p.add_argument("--teacher", default=None, help="with --augment: the model (default weights/minilm-l6)")
-    p.add_argument("--model", action="append", metavar="DIR",
-                   help="instead: time these model folders (repeatable; ratios to the first)")
+    p.add_argument("--demo-times", nargs="+", metavar="RUN", help="instead: demo runs' stage times")
+    p.add_argument("--model", action="append", metavar="DIR", help="instead: time model folders")
     p.add_argument("--scaling", action="store_true",
-                   help="instead: time per real token at T = 16..512, B = 1, 8, 32 (2-layer model; "
-                        "a few minutes)")
+                   help="instead: time per real token at T = 16..512 x B = 1, 8, 32 (a few minutes)")
     p.add_argument("--lengths", type=positive_int_list, metavar="T,...", help="--scaling: T values")
     p.add_argument("--batch-sizes", type=positive_int_list, metavar="B,...", help="--scaling: B values")
     p.add_argument("--layers", type=positive_int, help="--scaling: layers timed (default 2)")

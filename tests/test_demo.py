@@ -137,3 +137,16 @@ def test_summarize_seeds_reports_mean_and_spread(first_run, tmp_path):
     expected = f"{np.mean(acc):.4f} ± {np.std(acc, ddof=1):.4f}"
     assert f"| student KD | {expected} |" in text
     assert "| 1 |" in text and "seeds [0, 1]" in text
+
+
+def test_bench_demo_times_shows_every_stage_the_demo_recorded(first_run):
+    from minibert.bench_demo import format_demo_times, load_demo_times, stage_rows
+    out, res, _, _ = first_run
+    runs = [load_demo_times(out)]
+    assert runs[0]["timings"] == pytest.approx(res["timings_s"])
+    keys = [k for k, _ in stage_rows(runs)]
+    assert sorted(keys) == sorted(res["timings_s"]) and keys[-1] == "total_s"
+    lines = format_demo_times(runs).splitlines()
+    for key, label in stage_rows(runs):
+        shown = f"**{label}**" if key == "total_s" else label
+        assert f"| {shown} | {res['timings_s'][key]:.1f} |" in lines, key
