@@ -26,9 +26,11 @@ LESSONS = {   # script -> figures it must write
     "07_distillation.py": ["lesson07_distillation.png"],
     "08_intermediate.py": ["lesson08_intermediate.png"],
     "09_compression.py": ["lesson09_compression.png"],
+    "10_stages.py": ["lesson10_stages.png"],
     "11_shrink.py": ["lesson11_quant_error.png", "lesson11_heads.png"],
 }
-SLOW = {"06_finetune.py", "07_distillation.py", "08_intermediate.py", "09_compression.py", "05_bert.py"}
+SLOW = {"06_finetune.py", "07_distillation.py", "08_intermediate.py", "09_compression.py", "05_bert.py",
+        "10_stages.py"}
 
 
 @pytest.fixture(scope="module")
