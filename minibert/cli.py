@@ -57,10 +57,11 @@ def positive_int_list(text: str) -> list[int]:
 
 def recipe_list(text: str) -> list[str]:
     """argparse type: comma-separated student recipes for the demo ("kd,tinybert")."""
+    from minibert.recipes import RECIPES
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in ("kd", "tinybert")]
+    bad = [n for n in names if n not in RECIPES]
     if not names or bad or "kd" not in names:
-        raise argparse.ArgumentTypeError(f"expected recipes from kd,tinybert including kd (the "
+        raise argparse.ArgumentTypeError(f"expected recipes from {','.join(RECIPES)} including kd (the "
                                          f"KD row is the demo's reference), got {text!r}")
     return names
 
@@ -186,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosine-weight", type=float, default=0.0, help="DistilBERT cosine loss")
     p.add_argument("--relation-weight", type=float, default=0.0,
                    help="MiniLM: KL of the last layers' attention distributions + value relations")
-    p.add_argument("--recipe", choices=["kd", "tinybert"], default="kd",
+    p.add_argument("--recipe", choices=["kd", "tinybert", "tinybert-aug"], default="kd",
                    help="kd: one stage with the losses above; tinybert: intermediate layers "
-                        "first (--intermediate-epochs), then the prediction layer (--epochs)")
+                        "first (--intermediate-epochs), then the prediction layer (--epochs); "
+                        "tinybert-aug: the --transfer sentences join stage 2 only")
     p.add_argument("--intermediate-epochs", type=positive_int, default=1,
                    help="tinybert recipe: epochs of stage 1 (hidden + attention MSE only)")
     p.add_argument("--transfer", default=None, metavar="FILE",
@@ -288,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the demo once per seed into OUT/seed-N and print each recipe minus "
                         "the hard-label control with a 95%% interval (OUT/seeds.md)")
     p.add_argument("--recipes", type=recipe_list, default=None,
-                   help="student recipes besides the hard-label control (default kd,tinybert)")
+                   help="student recipes besides the hard-label control (default "
+                        "kd,tinybert,tinybert-aug)")
     p.set_defaults(handler="minibert.demo:cli_demo")
 
     p = sub.add_parser("report", help="over finished demo runs: each recipe minus the hard-label "

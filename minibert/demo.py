@@ -37,8 +37,10 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.files import atomic_write_json, atomic_write_npy, atomic_write_text
-from minibert.outdir import RUN_RECORD, claim_dir, clear_project_files, prepare_subdir
+from minibert.files import atomic_write_json, atomic_write_text
+from minibert.demo_cache import (STUDENT_MARKER, augmented_transfer, cached_teacher, read_marker,
+                                 reused_student)
+from minibert.outdir import claim_dir, prepare_subdir
 
 
 class DemoSizes(NamedTuple):
@@ -52,6 +54,7 @@ class DemoSizes(NamedTuple):
     batch_size: int
     teacher_lr: float
     student_lr: float
+    augment_per_example: int = 3   # tinybert-aug: new sentences per transfer-set example
 
 
 FULL = DemoSizes(teacher_train=2500, student_train=5000, dev=400, test=None, max_length=64,
@@ -59,11 +62,12 @@ FULL = DemoSizes(teacher_train=2500, student_train=5000, dev=400, test=None, max
                  student_lr=2e-4)
 QUICK = DemoSizes(teacher_train=800, student_train=1600, dev=200, test=600, max_length=48,
                   teacher_epochs=2, student_epochs=2, batch_size=32, teacher_lr=1e-4,
-                  student_lr=2e-4)
+                  student_lr=2e-4, augment_per_example=1)
 STUDENT_LAYERS = 2
 ALPHA, TEMPERATURE = 0.5, 2.0              # the KD student's loss
-RECIPES = ("kd", "tinybert")               # student recipes the demo runs (recipes.RECIPES)
-RECIPE_ROWS = {"kd": "student KD", "tinybert": "student TinyBERT"}
+RECIPES = ("kd", "tinybert", "tinybert-aug")    # student recipes the demo runs (recipes.RECIPES)
+RECIPE_ROWS = {"kd": "student KD", "tinybert": "student TinyBERT",
+               "tinybert-aug": "student TinyBERT+aug"}
 INTERMEDIATE_EPOCHS = 1                    # tinybert: stage 1 epochs (then student_epochs of KD)
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.1, 0.5, 0.9)
@@ -134,11 +138,11 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     from minibert.train import TrainConfig, finetune_classifier
     from minibert.weights import load_model
     teacher_sizes = {k: v for k, v in sizes._asdict().items()
-                     if k not in ("student_epochs", "student_lr", "test")}
+                     if k not in ("student_epochs", "student_lr", "test", "augment_per_example")}
     key = {"model": str(model_dir), "sizes": teacher_sizes, "seed": seed, "data": data.info}
     marker = out_dir / "demo_teacher.json"
     if marker.is_file() and (out_dir / "head.json").is_file():
-        saved = _read_json(marker)
+        saved = read_marker(marker)
         if saved.get("key") == json.loads(json.dumps(key, default=str)):
             params, config = load_model(out_dir)
             print(f"reusing the fine-tuned teacher in {out_dir}")
@@ -161,48 +165,28 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     return params, config, info
 
 
-def _read_json(path: Path) -> dict:
-    """A cache marker written by an earlier run; {} if it is missing or unreadable (a stale cache)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bool = True):
-    """distill.TeacherCache on the transfer set, with its logits saved in out_dir
-    (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches.
-    The teacher runs in batches of 64 (inference keeps no caches, so bigger batches fit)."""
-    from minibert.objective import DistillSettings
-    from minibert.student import uniform_layer_map
-    from minibert.teacher_cache import TeacherCache
-    settings = DistillSettings(layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
-                                                                 config.num_layers)))
-    npy, meta = out_dir / "teacher_logits.npy", out_dir / "teacher_logits.json"
-    key = json.loads(json.dumps(key, default=str))
-    if npy.is_file() and _read_json(meta).get("key") == key:
-        logits = np.load(npy)
-        if logits.shape == (len(split.labels), config.num_labels):
-            print(f"reusing cached teacher logits {npy} {logits.shape}")
-            return TeacherCache(params, config, split, settings, logits=logits), 0.0
-    t0 = time.perf_counter()
-    cache = TeacherCache(params, config, split, settings, batch_size=64, progress=progress)
-    elapsed = time.perf_counter() - t0
-    atomic_write_npy(npy, cache.logits)
-    atomic_write_json(meta, {"key": key, "time_s": elapsed})
-    return cache, elapsed
-
-
 # ----------------------------------------------------------------------------- the students
 
 def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoData,
                 sizes: DemoSizes, seed: int, alpha: float, temperature: float, out_dir: Path,
                 progress: bool = True, train_split=None, epochs: int | None = None,
-                recipe: str = "kd") -> dict:
+                recipe: str = "kd", intermediate_split=None, intermediate_params=None,
+                reuse_key: dict | None = None) -> dict:
     """Train one 2-layer student (uniform init from the teacher; the init depends on the
     seed only, so every student of a demo starts identical) with a recipe (recipes.RECIPES;
-    tinybert: INTERMEDIATE_EPOCHS of intermediate layers first) and return a summary dict
-    with its params, config, fit history and the training time of each stage."""
+    tinybert: INTERMEDIATE_EPOCHS of intermediate layers first; tinybert-aug: stage 1 on
+    intermediate_split, or intermediate_params from a finished stage 1) and return a summary
+    dict with its params, config, fit history and the training time of each stage.
+    reuse_key: what the student depends on; when out_dir holds a student trained under the
+    same key (demo --resume), it is loaded instead of trained again."""
+    split = train_split if train_split is not None else data.student_train
+    key = None if reuse_key is None else json.loads(json.dumps(
+        {**reuse_key, "name": name, "recipe": recipe, "alpha": alpha, "T": temperature,
+         "seed": seed, "epochs": epochs or sizes.student_epochs, "lr": sizes.student_lr,
+         "batch_size": sizes.batch_size, "n": len(split.labels),
+         "intermediate_epochs": INTERMEDIATE_EPOCHS}, default=str))
+    if key is not None and (reused := reused_student(out_dir, key)) is not None:
+        return reused
     from minibert.distill import train_recipe
     from minibert.objective import DistillSettings
     from minibert.student import default_init_layers, student_config, uniform_layer_map
@@ -219,22 +203,80 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
     prepare_subdir(out_dir, f"demo-{name}", "demo")      # the demo's own previous student
     t0 = time.perf_counter()
     run = train_recipe(recipe, teacher_params, teacher_config, config, init_layers, settings,
-                       teacher, train_split if train_split is not None else data.student_train,
-                       data.dev, out_dir, tcfg, intermediate_epochs=INTERMEDIATE_EPOCHS,
-                       run_config={"command": f"demo-{name}", "alpha": alpha,
+                       teacher, split, data.dev, out_dir, tcfg, intermediate_epochs=INTERMEDIATE_EPOCHS,
+                       intermediate_split=intermediate_split,
+                       intermediate_params=intermediate_params, run_config={"command": f"demo-{name}", "alpha": alpha,
                                    "temperature": temperature, "init_layers": init_layers,
                                    "recipe": recipe},
                        data_spec="default (demo subset)")
     for ckpt in out_dir.glob(f"**/{CHECKPOINT_NAME}"):
         ckpt.unlink()
     stages = {f"stage{i + 1}_train_s": float(sum(h["time_s"] for h in f.history))
-              for i, f in enumerate(run.stage_fits)}
-    return {"name": name, "params": run.params, "config": config, "alpha": alpha,
-            "temperature": temperature, "init_layers": init_layers, "recipe": recipe,
-            "stage_times_s": stages,
-            "time_s": time.perf_counter() - t0, "best_epoch": run.fit.best_epoch,
-            "dev": run.fit.best_metrics, "history": run.fit.history,
-            "step_losses": run.fit.step_losses}
+              for i, f in enumerate(run.stage_fits) if f is not None}
+    summary = {"name": name, "alpha": alpha, "temperature": temperature,
+               "init_layers": init_layers, "recipe": recipe, "stage_times_s": stages,
+               "time_s": time.perf_counter() - t0, "best_epoch": run.fit.best_epoch,
+               "dev": run.fit.best_metrics, "history": run.fit.history,
+               "step_losses": run.fit.step_losses}
+    if key is not None:
+        atomic_write_json(out_dir / STUDENT_MARKER, {"key": key, "summary": summary})
+    return {**summary, "params": run.params, "config": config}
+
+
+def train_students(tparams, tconfig, tokenizer, teacher, data: DemoData, sizes: DemoSizes,
+                   seed: int, recipes, out: Path, timings: dict, teacher_key: dict,
+                   progress: bool = True) -> dict:
+    """The demo's students, in order: KD, the hard-label control, then every other recipe
+    (tinybert-aug: the transfer set plus its augmentation, stage 1 shared with the TinyBERT
+    row when that ran). Records each one's wall time (and stage times) in `timings`.
+    Returns {row name: student_run summary}."""
+    from minibert.recipes import INTERMEDIATE_DIR, TWO_STAGE
+    from minibert.teacher_cache import TeacherCache
+    from minibert.transfer_set import concat_splits
+    from minibert.weights import load_model
+    plan = [("student KD", "kd", ALPHA, data.student_train, sizes.student_epochs, teacher),
+            ("student hard-only", "kd", 1.0, data.teacher_train, hard_only_epochs(data, sizes),
+             teacher)]
+    plan += [(RECIPE_ROWS[r], r, ALPHA, data.student_train, sizes.student_epochs, teacher)
+             for r in recipes if r not in ("kd", "tinybert-aug")]
+    if "tinybert-aug" in recipes:
+        t0 = time.perf_counter()
+        aug, aug_logits, _ = augmented_transfer(tparams, tconfig, tokenizer, data.student_train,
+                                                sizes.augment_per_example, DATA_SEED, out,
+                                                teacher_key, progress)
+        timings["augmentation_s"] = time.perf_counter() - t0
+        split = concat_splits(data.student_train, aug)                # transfer set rows first
+        cache = TeacherCache(tparams, tconfig, split, teacher.settings,
+                             logits=np.concatenate([teacher.logits, aug_logits]))
+        plan.append((RECIPE_ROWS["tinybert-aug"], "tinybert-aug", ALPHA, split,
+                     sizes.student_epochs, cache))
+    runs = {}
+    for name, recipe, alpha, split, epochs, cache in plan:
+        first = (f"{INTERMEDIATE_EPOCHS} epoch(s) of intermediate layers, then "
+                 if recipe in TWO_STAGE else "")
+        print(f"--- {name}: {first}alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher "
+              f"layers (uniform), seed {seed}, {len(split.labels)} examples x {epochs} "
+              f"epochs", flush=True)
+        stage1, key = None, {**teacher_key, "data": data.info}
+        if recipe == "tinybert-aug":
+            key["augment_per_example"] = sizes.augment_per_example
+            shared = out / RECIPE_ROWS["tinybert"].replace(" ", "_") / INTERMEDIATE_DIR
+            if RECIPE_ROWS["tinybert"] in runs and (shared / "model.safetensors").is_file():
+                stage1 = load_model(shared)[0]
+                print(f"stage 1 (intermediate layers) shared with the TinyBERT row: {shared}")
+        t0 = time.perf_counter()
+        runs[name] = student_run(name, tparams, tconfig, cache, data, sizes, seed, alpha,
+                                 TEMPERATURE, out / name.replace(" ", "_"), progress,
+                                 train_split=split, epochs=epochs, recipe=recipe,
+                                 intermediate_split=data.student_train if stage1 is None
+                                 and recipe == "tinybert-aug" else None,
+                                 intermediate_params=stage1, reuse_key=key)
+        run = runs[name]
+        timings[name.replace(" ", "_") + "_s"] = (run["time_s"] if run.get("reused")
+                                                  else time.perf_counter() - t0)
+        for stage, t in run["stage_times_s"].items():
+            timings[f"{name.replace(' ', '_')}_{stage}"] = t
+    return runs
 
 
 def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
@@ -245,52 +287,6 @@ def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
         return -(-n // sizes.batch_size)
     ratio = steps(len(data.student_train.labels)) / steps(len(data.teacher_train.labels))
     return max(1, int(round(sizes.student_epochs * ratio)))
-
-
-# ----------------------------------------------------------------------------- the sweep
-
-def run_sweep(teacher_params, teacher_config, teacher, data: DemoData, sizes: DemoSizes,
-              seed: int, out: Path, temperatures=None, alphas=None,
-              progress: bool = False) -> list[dict]:
-    """Temperature x alpha for the 2-layer student (same init, data and budget; the teacher's
-    cached logits are reused by every run). Writes sweep.json, sweep.md and sweep.png into
-    out/sweep. Returns one row per setting with dev and test accuracy / macro-F1."""
-    from minibert.evaluate import predict_and_score
-    from minibert.plots import plot_sweep
-    temperatures = SWEEP_TEMPERATURES if temperatures is None else temperatures
-    alphas = SWEEP_ALPHAS if alphas is None else alphas
-    sweep_dir = prepare_subdir(out / "sweep", "demo-sweep", "demo --sweep")
-    atomic_write_json(sweep_dir / RUN_RECORD, {"command": "demo-sweep"})   # --overwrite finds it
-    rows = []
-    for T in temperatures:
-        for a in alphas:
-            r = student_run(f"T{T:g}_a{a:g}", teacher_params, teacher_config, teacher, data,
-                            sizes, seed, a, T, sweep_dir / f"T{T:g}_a{a:g}", progress=progress)
-            _, m = predict_and_score(r["params"], r["config"], data.test)
-            rows.append({"temperature": T, "alpha": a, "dev_accuracy": r["dev"]["accuracy"],
-                         "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
-                         "time_s": r["time_s"]})
-            print(f"sweep T={T:g} alpha={a:g}: dev acc {rows[-1]['dev_accuracy']:.4f}, test acc "
-                  f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({r['time_s']:.0f} s)",
-                  flush=True)
-            run_dir = sweep_dir / f"T{T:g}_a{a:g}"                  # keep only the table:
-            clear_project_files(run_dir, "demo --sweep", verbose=False)   # what this run wrote
-            if not any(run_dir.iterdir()):
-                run_dir.rmdir()
-    atomic_write_json(sweep_dir / "sweep.json", {"seed": seed, "sizes": sizes._asdict(), "rows": rows})
-    lines = ["| T \\ alpha | " + " | ".join(f"{a:g}" for a in alphas) + " |",
-             "|---|" + "---:|" * len(alphas)]
-    for T in temperatures:
-        cells = [next(r for r in rows if r["temperature"] == T and r["alpha"] == a)
-                 for a in alphas]
-        lines.append(f"| T={T:g} | " + " | ".join(
-            f"{c['test_accuracy']:.4f} (F1 {c['test_macro_f1']:.3f})" for c in cells) + " |")
-    table = ("Student test accuracy (macro-F1) by temperature and alpha (weight of the hard "
-             f"CE), seed {seed}\n\n" + "\n".join(lines))
-    atomic_write_text(sweep_dir / "sweep.md", table + "\n")
-    plot_sweep(rows, temperatures, alphas, sweep_dir / "sweep.png")
-    print(table)
-    return rows
 
 
 # ----------------------------------------------------------------------------- the command
@@ -338,35 +334,21 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
     tparams, tconfig, tinfo = finetune_teacher(teacher_dir, data, sizes, seed, out / "teacher",
                                                progress=progress)
     timings["teacher_finetune_s"] = time.perf_counter() - t0
+    teacher_key = {"teacher": read_marker(out / "teacher" / "demo_teacher.json")["key"],
+                   "n": len(data.student_train.labels)}
     teacher, timings["teacher_logits_s"] = cached_teacher(
-        tparams, tconfig, data.student_train, out,
-        {"teacher": _read_json(out / "teacher" / "demo_teacher.json")["key"],
-         "n": len(data.student_train.labels)}, progress=progress)
+        tparams, tconfig, data.student_train, out, teacher_key, progress=progress)
     print(teacher.describe())
 
     runs = {}
     if not sweep:
-        control_epochs = hard_only_epochs(data, sizes)
-        plan = [("student KD", "kd", ALPHA, data.student_train, sizes.student_epochs),
-                ("student hard-only", "kd", 1.0, data.teacher_train, control_epochs)]
-        plan += [(RECIPE_ROWS[r], r, ALPHA, data.student_train, sizes.student_epochs)
-                 for r in recipes if r != "kd"]
-        for name, recipe, alpha, split, epochs in plan:
-            first = (f"{INTERMEDIATE_EPOCHS} epoch(s) of intermediate layers, then "
-                     if recipe == "tinybert" else "")
-            print(f"--- {name}: {first}alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher "
-                  f"layers (uniform), seed {seed}, {len(split.labels)} examples x {epochs} "
-                  f"epochs", flush=True)
-            t0 = time.perf_counter()
-            runs[name] = student_run(name, tparams, tconfig, teacher, data, sizes, seed, alpha,
-                                     TEMPERATURE, out / name.replace(" ", "_"), progress,
-                                     train_split=split, epochs=epochs, recipe=recipe)
-            timings[name.replace(" ", "_") + "_s"] = time.perf_counter() - t0
-            for stage, s in runs[name]["stage_times_s"].items():
-                timings[f"{name.replace(' ', '_')}_{stage}"] = s
+        runs = train_students(tparams, tconfig, tokenizer, teacher, data, sizes, seed, recipes,
+                              out, timings, teacher_key, progress)
     else:
         t0 = time.perf_counter()
-        sweep_rows = run_sweep(tparams, tconfig, teacher, data, sizes, seed, out)
+        from minibert.demo_sweep import run_sweep
+        sweep_rows = run_sweep(tparams, tconfig, teacher, data, sizes, seed, out,
+                               SWEEP_TEMPERATURES, SWEEP_ALPHAS)
         timings["sweep_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_start
         return {"sweep": sweep_rows, "timings_s": timings}

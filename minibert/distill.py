@@ -150,14 +150,19 @@ def train_student(teacher_params: dict, teacher_config: BertConfig, config: Bert
 def train_recipe(recipe: str, teacher_params: dict, teacher_config, config, init_layers,
                  settings: DistillSettings, teacher: TeacherCache, train_split, dev_split,
                  out_dir, tcfg, intermediate_epochs: int = 1, init_params: dict | None = None,
-                 **train_kw):
+                 intermediate_split=None, intermediate_params: dict | None = None, **train_kw):
     """Train a student with a recipe; returns the final stage's distill.StudentRun.
 
     Inputs: as distill.train_student (teacher: a TeacherCache on train_split holding at least
     the logits; stage 1 of tinybert makes its own cache for the intermediate outputs, reusing
-    those logits), recipe, intermediate_epochs (tinybert's stage 1). out_dir holds the final
-    student; tinybert's stage 1 runs in out_dir/intermediate (checkpoints, --resume like any run).
-    Returns: StudentRun; for tinybert its .fit is stage 2's.
+    those logits), recipe, intermediate_epochs (tinybert's stage 1). tinybert-aug only:
+    intermediate_split, the rows stage 1 trains on: the FIRST rows of train_split (the task's
+    own, before the augmented ones); intermediate_params: a finished stage 1's student (the
+    same stage 1 as tinybert's) to start stage 2 from instead of training stage 1 again.
+    out_dir holds the final student; stage 1 runs in out_dir/intermediate (checkpoints,
+    --resume like any run).
+    Returns: StudentRun; for two-stage recipes its .fit is stage 2's and .stage_fits holds
+    (stage 1's FitResult or None when intermediate_params were given, stage 2's).
     """
     check_recipe(recipe, intermediate_epochs)
     out_dir = Path(out_dir)
@@ -166,16 +171,24 @@ def train_recipe(recipe: str, teacher_params: dict, teacher_config, config, init
         return train_student(teacher_params, teacher_config, config, init_layers, settings,
                              teacher, train_split, dev_split, out_dir, tcfg,
                              init_params=init_params, **train_kw)
+    if recipe == "tinybert-aug" and intermediate_split is None and intermediate_params is None:
+        raise MinibertError("recipe tinybert-aug: stage 1 trains on the task's rows without the "
+                            "augmented ones; give intermediate_split (distill: --transfer FILE)")
     (_, s1), (_, s2) = stages
-    cache1 = TeacherCache(teacher_params, teacher_config, train_split, s1, teacher.batch_size,
-                          logits=teacher.logits)
-    tcfg1 = dataclasses.replace(tcfg, epochs=intermediate_epochs)
     run_config = dict(train_kw.pop("run_config", None) or {})
     out_dir.mkdir(parents=True, exist_ok=True)
-    first = train_student(teacher_params, teacher_config, config, init_layers, s1, cache1,
-                          train_split, dev_split, out_dir / INTERMEDIATE_DIR, tcfg1,
-                          init_params=init_params, keep_last=True,
-                          run_config={**run_config, "stage": "intermediate"}, **train_kw)
+    if intermediate_params is not None:
+        first = StudentRun(intermediate_params, config, None, init_layers)
+    else:
+        split1 = train_split if intermediate_split is None else intermediate_split
+        n1 = len(split1.labels)
+        cache1 = TeacherCache(teacher_params, teacher_config, split1, s1, teacher.batch_size,
+                              logits=teacher.logits[:n1])
+        tcfg1 = dataclasses.replace(tcfg, epochs=intermediate_epochs)
+        first = train_student(teacher_params, teacher_config, config, init_layers, s1, cache1,
+                              split1, dev_split, out_dir / INTERMEDIATE_DIR, tcfg1,
+                              init_params=init_params, keep_last=True,
+                              run_config={**run_config, "stage": "intermediate"}, **train_kw)
     if s2.needs_relation and not teacher.settings.needs_relation:
         teacher = TeacherCache(teacher_params, teacher_config, train_split, s2,
                                teacher.batch_size, logits=teacher.logits)
@@ -300,6 +313,10 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
             s = encode_examples(tokenizer, examples, tcfg.max_length)
             splits[name] = s._replace(labels=lmap[s.labels])           # teacher's label indices
     transfer_logits = None
+    own_rows = splits["train"]                       # the task's rows (tinybert-aug's stage 1)
+    if recipe == "tinybert-aug" and not getattr(args, "transfer", None):
+        raise MinibertError("--recipe tinybert-aug trains stage 2 on augmented sentences: give "
+                            "--transfer FILE (made by minibert augment), or use --recipe tinybert")
     if getattr(args, "transfer", None):
         from minibert.transfer_set import concat_splits, read_transfer
         extra, transfer_logits = read_transfer(args.transfer, args.teacher, data.train,
@@ -347,6 +364,7 @@ def _distill(args, tcfg: TrainConfig, out: Path) -> int:
     run = train_recipe(recipe, tparams, tconfig, config, init_layers, settings, teacher,
                        splits["train"], splits["dev"], out, tcfg, intermediate_epochs=inter_epochs,
                        init_params=init_params, tokenizer_dir=args.teacher,
+                       intermediate_split=own_rows if recipe == "tinybert-aug" else None,
                        run_config=run_config, resume=args.resume, data_spec=args.data)
     split_name = "test" if "test" in splits else "dev"
     rows = compare_models([("teacher", tparams, tconfig), ("student", run.params, config)],

@@ -50,6 +50,7 @@ PROJECT_FILES = frozenset({
     "head.json", "evaluation.json", "general.json",                              # finetune, distill(-general)
     "results.json", "results.md", "accuracy_vs_speed.png", "demo_teacher.json",  # the demo
     "teacher_logits.npy", "teacher_logits.json", "sweep.json", "sweep.md", "sweep.png",
+    "augmented.safetensors", "demo_student.json",
     "quantization.json", "prune.json",                                           # quantize, prune-heads
 })
 

@@ -10,6 +10,10 @@
     2. the prediction layer: the logit loss (alpha, T as given) alone, starting from stage 1's
        LAST epoch (stage 1 does not train the head, so its dev accuracy cannot pick an epoch).
   The projections of stage 1 are dropped afterwards (TinyBERT discards them too).
+- `tinybert-aug`: `tinybert` with TinyBERT's data augmentation in stage 2: stage 1 runs on the
+  task's own training rows, stage 2 on those plus the augmented sentences (`minibert augment`,
+  labelled once by the teacher: only its logits teach them, no gold label). Stage 1 is exactly
+  `tinybert`'s, so the demo trains it once for both rows.
 
 Relation distillation (MiniLM, --relation-weight) is a term of the objective, not a recipe: it
 can join `kd`, and TinyBERT's stage 2 keeps it when asked for.
@@ -20,15 +24,16 @@ from __future__ import annotations
 from minibert.errors import MinibertError
 from minibert.objective import DistillSettings
 
-RECIPES = ("kd", "tinybert")
+RECIPES = ("kd", "tinybert", "tinybert-aug")
+TWO_STAGE = ("tinybert", "tinybert-aug")
 INTERMEDIATE_DIR = "intermediate"       # stage 1's run directory inside the student's --out
 
 
 def check_recipe(recipe: str, intermediate_epochs: int) -> None:
     if recipe not in RECIPES:
         raise MinibertError(f"--recipe: expected one of {', '.join(RECIPES)}, got {recipe!r}")
-    if recipe == "tinybert" and intermediate_epochs < 1:
-        raise MinibertError(f"--intermediate-epochs: the tinybert recipe needs >= 1 epoch of "
+    if recipe in TWO_STAGE and intermediate_epochs < 1:
+        raise MinibertError(f"--intermediate-epochs: the {recipe} recipe needs >= 1 epoch of "
                             f"intermediate-layer distillation, got {intermediate_epochs}")
 
 
