@@ -15,7 +15,7 @@ from tiny import count_teacher_forwards, make_tiny_model_dir, write_tiny_dataset
 
 TINY = demo.DemoSizes(teacher_train=200, student_train=240, dev=40, test=None, max_length=16,
                       teacher_epochs=4, student_epochs=2, batch_size=16, teacher_lr=5e-3,
-                      student_lr=3e-3)
+                      student_lr=3e-3, augment_per_example=2)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,13 @@ def first_run(tiny_setup):
         STUDENT_INITS.append({k: v.copy() for k, v in params.items()})   # before training moves them
         return params
     mp.setattr(distill, "init_student", recording_init)
+    real_train = distill.train_student
+
+    def recording_train(*a, **kw):
+        STUDENT_TRAININGS.append({"n": len(a[6].labels), "init": kw.get("init_params"),
+                                  "out": a[8]})
+        return real_train(*a, **kw)
+    mp.setattr(distill, "train_student", recording_train)
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
@@ -53,16 +60,18 @@ def first_run(tiny_setup):
 
 
 STUDENT_INITS = []   # first_run's student initialisations, in order (copies: training changes them)
+STUDENT_TRAININGS = []   # first_run's distill.train_student calls: rows, init_params, out_dir
 
 
 def test_demo_end_to_end_on_tiny_data(tiny_setup, first_run):
     _, dataset, _ = tiny_setup
     out, res, calls, text = first_run
     names = [r["name"] for r in res["rows"]]
-    assert names == ["teacher", "student KD", "student hard-only", "student TinyBERT"]
-    teacher_row, kd, hard, tiny = res["rows"]
+    assert names == ["teacher", "student KD", "student hard-only", "student TinyBERT",
+                     "student TinyBERT+aug"]
+    teacher_row, kd, hard, tiny, aug = res["rows"]
     assert teacher_row["n"] == len(dataset.test)                    # the whole test split
-    assert kd["params"] == hard["params"] == tiny["params"] < teacher_row["params"]
+    assert kd["params"] == hard["params"] == tiny["params"] == aug["params"] < teacher_row["params"]
     assert teacher_row["speedup"] == 1.0
     assert teacher_row["accuracy"] >= 0.8                           # the tiny task is learnable
     assert "| student KD |" in text and "| student hard-only |" in text
@@ -71,12 +80,15 @@ def test_demo_end_to_end_on_tiny_data(tiny_setup, first_run):
                  "teacher_logits.npy", "teacher/model.safetensors", "teacher/head.json",
                  "student_KD/model.safetensors", "student_hard-only/model.safetensors",
                  "student_TinyBERT/model.safetensors",
-                 "student_TinyBERT/intermediate/model.safetensors"):
+                 "student_TinyBERT/intermediate/model.safetensors", "augmented.safetensors",
+                 "student_TinyBERT+aug/model.safetensors", "student_KD/demo_student.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved["data"]["used"]["student_train"] == TINY.student_train
     assert set(saved["verdict"]) >= {"kd_keeps_97_percent", "kd_beats_hard_only"}
-    assert set(saved["verdict"]["recipes"]) == {"student KD", "student TinyBERT"}
+    assert set(saved["verdict"]["recipes"]) == {"student KD", "student TinyBERT",
+                                                "student TinyBERT+aug"}
+    assert not (out / "student_TinyBERT+aug" / "intermediate").exists()   # stage 1 shared
     assert {"student_TinyBERT_stage1_train_s", "student_TinyBERT_stage2_train_s"} <= set(
         saved["timings_s"])
     assert not (out / "teacher" / "checkpoint.safetensors").exists()   # 3x the model, removed
@@ -87,6 +99,7 @@ def test_teacher_logits_computed_once_for_every_student(first_run):
     # one pass over the transfer set in batches of 64, shared by every student; after it only
     # TinyBERT's intermediate stage runs the teacher: one more pass for its hidden states and
     # scores (they fit in memory here; at full size they are recomputed per training batch)
+    # (the augmented sentences are labelled once too, by transfer_set.teacher_logits)
     n_logit_batches = -(-TINY.student_train // 64)
     assert sum(calls[:n_logit_batches]) == TINY.student_train
     assert sum(calls[n_logit_batches:]) == TINY.student_train
@@ -150,3 +163,46 @@ def test_bench_demo_times_shows_every_stage_the_demo_recorded(first_run):
     for key, label in stage_rows(runs):
         shown = f"**{label}**" if key == "total_s" else label
         assert f"| {shown} | {res['timings_s'][key]:.1f} |" in lines, key
+
+
+def test_tinybert_aug_shares_stage_1_and_adds_the_augmented_sentences(first_run):
+    """The TinyBERT+aug row starts stage 2 from the TinyBERT row's stage 1 (no second stage 1)
+    and trains it on the transfer set plus the augmented sentences; every other student trains
+    on the transfer set (or, the control, the labelled part of it)."""
+    from minibert.transfer_set import load_augmented
+    from minibert.weights import load_model
+    out = first_run[0]
+    m = len(load_augmented(out / "augmented.safetensors").lengths)
+    assert TINY.student_train < m <= TINY.augment_per_example * TINY.student_train
+    rows = [(t["out"].name, t["n"]) for t in STUDENT_TRAININGS]
+    assert rows == [("student_KD", 240), ("student_hard-only", 200), ("intermediate", 240),
+                    ("student_TinyBERT", 240), ("student_TinyBERT+aug", 240 + m)]
+    shared, _ = load_model(out / "student_TinyBERT" / "intermediate")
+    init = STUDENT_TRAININGS[-1]["init"]
+    assert init.keys() == shared.keys()
+    for k in shared:
+        np.testing.assert_array_equal(init[k], shared[k], err_msg=k)
+
+
+def test_resume_reuses_finished_students_and_retrains_a_changed_one(tiny_setup, first_run,
+                                                                   monkeypatch, capsys):
+    _, dataset, teacher = tiny_setup
+    out, res, _, _ = first_run
+    trained = []
+    real_train = distill.train_student
+    monkeypatch.setattr(distill, "train_student",
+                        lambda *a, **kw: trained.append((a[8].name, len(a[6].labels)))
+                        or real_train(*a, **kw))
+    again = demo.run_demo(out, seed=0, teacher_dir=teacher, dataset=dataset, sizes=TINY,
+                          progress=False, resume=True, recipes=("kd", "tinybert"))
+    assert trained == []                                             # nothing trained again
+    assert "reusing the student trained with the same settings" in capsys.readouterr().out
+    for a, b in zip(res["rows"], again["rows"]):
+        assert (a["name"], a["accuracy"]) == (b["name"], b["accuracy"])
+    demo.run_demo(out, seed=0, teacher_dir=teacher, dataset=dataset, progress=False,
+                  sizes=TINY._replace(augment_per_example=1), resume=True,
+                  recipes=("kd", "tinybert-aug"))
+    # a new augmentation: that student only, with its own stage 1 on the transfer set alone
+    # (no TinyBERT row ran to share it)
+    assert [name for name, _ in trained] == ["intermediate", "student_TinyBERT+aug"]
+    assert trained[0][1] == TINY.student_train < trained[1][1]

@@ -124,6 +124,27 @@ def test_tinybert_recipe_runs_both_stages(tiny_task, tmp_path, capsys):
     assert (out / "model.safetensors").is_file() and (out / "evaluation.json").is_file()
 
 
+def test_tinybert_aug_recipe_keeps_the_augmented_sentences_out_of_stage_1(tiny_task, tmp_path,
+                                                                          monkeypatch):
+    from minibert import distill
+    aug = tmp_path / "aug.safetensors"
+    assert main(["augment", "--teacher", str(tiny_task.teacher), "--data", f"csv:{tiny_task.data}",
+                 "--out", str(aug), "--per-example", "2"]) == 0
+    trained = []
+    real = distill.train_student
+    monkeypatch.setattr(distill, "train_student", lambda *a, **kw: trained.append(
+        (a[8].name, len(a[6].labels), a[4].prediction_weight)) or real(*a, **kw))
+    out = tmp_path / "s"
+    assert main(_argv(tiny_task, out, "--recipe", "tinybert-aug", "--transfer", str(aug))) == 0
+    (stage1, n1, w1), (stage2, n2, w2) = trained
+    assert (stage1, w1) == ("intermediate", 0.0) and (stage2, w2) == ("s", 1.0)
+    assert n2 > n1                                  # stage 2 adds the augmented sentences
+    trained.clear()
+    assert main(_argv(tiny_task, tmp_path / "t", "--recipe", "tinybert", "--transfer", str(aug))) == 0
+    assert [n for _, n, _ in trained] == [n2, n2]   # tinybert: both stages on everything
+    assert n1 < n2
+
+
 def test_kd_recipe_with_relation_runs(tiny_task, tmp_path, capsys):
     assert main(_argv(tiny_task, tmp_path / "k", "--relation-weight", "1")) == 0
     assert "1*MiniLM relation KL (last layers)" in capsys.readouterr().out
@@ -140,6 +161,7 @@ def _exit_code(argv) -> int:
 @pytest.mark.parametrize("extra, message", [
     (["--recipe", "tinybert", "--intermediate-epochs", "0"], "positive integer"),
     (["--recipe", "distilbert"], "invalid choice"),
+    (["--recipe", "tinybert-aug"], "give --transfer FILE"),
     (["--relation-weight", "1", "--heads", "1", "--init", "random"],
      "needs the teacher's 2 heads"),
 ])
