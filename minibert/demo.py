@@ -55,6 +55,7 @@ class DemoSizes(NamedTuple):
     teacher_lr: float
     student_lr: float
     augment_per_example: int = 3   # tinybert-aug: new sentences per transfer-set example
+    augment_epochs: int = 1        # tinybert-aug: stage-2 epochs over transfer set + augmented
 
 
 FULL = DemoSizes(teacher_train=2500, student_train=5000, dev=400, test=None, max_length=64,
@@ -138,7 +139,8 @@ def finetune_teacher(model_dir, data: DemoData, sizes: DemoSizes, seed: int, out
     from minibert.train import TrainConfig, finetune_classifier
     from minibert.weights import load_model
     teacher_sizes = {k: v for k, v in sizes._asdict().items()
-                     if k not in ("student_epochs", "student_lr", "test", "augment_per_example")}
+                     if k not in ("student_epochs", "student_lr", "test", "augment_per_example",
+                                  "augment_epochs")}
     key = {"model": str(model_dir), "sizes": teacher_sizes, "seed": seed, "data": data.info}
     marker = out_dir / "demo_teacher.json"
     if marker.is_file() and (out_dir / "head.json").is_file():
@@ -226,10 +228,11 @@ def student_run(name: str, teacher_params, teacher_config, teacher, data: DemoDa
 def train_students(tparams, tconfig, tokenizer, teacher, data: DemoData, sizes: DemoSizes,
                    seed: int, recipes, out: Path, timings: dict, teacher_key: dict,
                    progress: bool = True) -> dict:
-    """The demo's students, in order: KD, the hard-label control, then every other recipe
-    (tinybert-aug: the transfer set plus its augmentation, stage 1 shared with the TinyBERT
-    row when that ran). Records each one's wall time (and stage times) in `timings`.
-    Returns {row name: student_run summary}."""
+    """The demo's students: KD, the hard-label control, then every other recipe (tinybert-aug:
+    the transfer set plus its augmentation, stage 1 shared with the TinyBERT row when that
+    ran). The two-stage recipes train first (the rows an interrupted run most needs; finished
+    students are reused by --resume). Records each one's wall time (and stage times) in
+    `timings`. Returns {row name: student_run summary}, in table order."""
     from minibert.recipes import INTERMEDIATE_DIR, TWO_STAGE
     from minibert.teacher_cache import TeacherCache
     from minibert.transfer_set import concat_splits
@@ -249,9 +252,9 @@ def train_students(tparams, tconfig, tokenizer, teacher, data: DemoData, sizes: 
         cache = TeacherCache(tparams, tconfig, split, teacher.settings,
                              logits=np.concatenate([teacher.logits, aug_logits]))
         plan.append((RECIPE_ROWS["tinybert-aug"], "tinybert-aug", ALPHA, split,
-                     sizes.student_epochs, cache))
+                     sizes.augment_epochs, cache))
     runs = {}
-    for name, recipe, alpha, split, epochs, cache in plan:
+    for name, recipe, alpha, split, epochs, cache in sorted(plan, key=lambda p: p[1] == "kd"):
         first = (f"{INTERMEDIATE_EPOCHS} epoch(s) of intermediate layers, then "
                  if recipe in TWO_STAGE else "")
         print(f"--- {name}: {first}alpha {alpha:g}, T {TEMPERATURE:g}, init from teacher "
@@ -276,7 +279,7 @@ def train_students(tparams, tconfig, tokenizer, teacher, data: DemoData, sizes: 
                                                   else time.perf_counter() - t0)
         for stage, t in run["stage_times_s"].items():
             timings[f"{name.replace(' ', '_')}_{stage}"] = t
-    return runs
+    return {p[0]: runs[p[0]] for p in plan}
 
 
 def hard_only_epochs(data: DemoData, sizes: DemoSizes) -> int:
@@ -337,7 +340,7 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
     teacher_key = {"teacher": read_marker(out / "teacher" / "demo_teacher.json")["key"],
                    "n": len(data.student_train.labels)}
     teacher, timings["teacher_logits_s"] = cached_teacher(
-        tparams, tconfig, data.student_train, out, teacher_key, progress=progress)
+        tparams, tconfig, data.student_train, STUDENT_LAYERS, out, teacher_key, progress=progress)
     print(teacher.describe())
 
     runs = {}
@@ -347,7 +350,7 @@ def _run_demo(out: Path, quick: bool, seed: int, sweep: bool, teacher_dir, datas
     else:
         t0 = time.perf_counter()
         from minibert.demo_sweep import run_sweep
-        sweep_rows = run_sweep(tparams, tconfig, teacher, data, sizes, seed, out,
+        sweep_rows = run_sweep(student_run, tparams, tconfig, teacher, data, sizes, seed, out,
                                SWEEP_TEMPERATURES, SWEEP_ALPHAS)
         timings["sweep_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_start

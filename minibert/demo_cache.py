@@ -24,15 +24,16 @@ def read_marker(path: Path) -> dict:
         return {}
 
 
-def cached_teacher(params, config, split, out_dir: Path, key: dict, progress: bool = True):
-    """distill.TeacherCache on the transfer set, with its logits saved in out_dir
-    (teacher_logits.npy + .json) and reused while `key` (teacher + data settings) matches.
+def cached_teacher(params, config, split, student_layers: int, out_dir: Path, key: dict,
+                   progress: bool = True):
+    """distill.TeacherCache on the transfer set (layer map for a student of `student_layers`),
+    with its logits saved in out_dir (teacher_logits.npy + .json) and reused while `key`
+    (teacher + data settings) matches.
     The teacher runs in batches of 64 (inference keeps no caches, so bigger batches fit)."""
     from minibert.objective import DistillSettings
     from minibert.student import uniform_layer_map
-    from minibert.demo import STUDENT_LAYERS
     from minibert.teacher_cache import TeacherCache
-    settings = DistillSettings(layer_map=tuple(uniform_layer_map(STUDENT_LAYERS,
+    settings = DistillSettings(layer_map=tuple(uniform_layer_map(student_layers,
                                                                  config.num_layers)))
     npy, meta = out_dir / "teacher_logits.npy", out_dir / "teacher_logits.json"
     key = json.loads(json.dumps(key, default=str))

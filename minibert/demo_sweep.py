@@ -9,12 +9,12 @@ from minibert.files import atomic_write_json, atomic_write_text
 from minibert.outdir import RUN_RECORD, clear_project_files, prepare_subdir
 
 
-def run_sweep(teacher_params, teacher_config, teacher, data, sizes, seed: int, out: Path,
-              temperatures, alphas, progress: bool = False) -> list[dict]:
+def run_sweep(student_run, teacher_params, teacher_config, teacher, data, sizes, seed: int,
+              out: Path, temperatures, alphas, progress: bool = False) -> list[dict]:
     """Temperature x alpha for the 2-layer student (same init, data and budget; the teacher's
-    cached logits are reused by every run). Writes sweep.json, sweep.md and sweep.png into
+    cached logits are reused by every run). student_run: minibert.demo.student_run (passed in,
+    so this module does not import the demo). Writes sweep.json, sweep.md and sweep.png into
     out/sweep. Returns one row per setting with dev and test accuracy / macro-F1."""
-    from minibert.demo import student_run
     from minibert.evaluate import predict_and_score
     from minibert.plots import plot_sweep
     sweep_dir = prepare_subdir(out / "sweep", "demo-sweep", "demo --sweep")
