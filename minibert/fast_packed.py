@@ -54,12 +54,19 @@ from minibert.model import BertOutput, _check_grad_list
 __all__ = ["bert_forward", "bert_backward", "PackedCache"]
 
 
+class Drop(NamedTuple):
+    """A dropout mask kept small: keep (bool) and scale 1/(1-p); x * mask = (x * scale) * keep, the
+    reference's x * (keep * scale) exactly (a quarter of a float32 mask's memory)."""
+    keep: np.ndarray             # (N,H) bool
+    scale: np.floating           # 1/(1-p) in the model's dtype
+
+
 class PackedEmbeddingsCache(NamedTuple):
     word: EmbeddingCache         # ids (N,) of the real tokens
     token_type: EmbeddingCache   # token types (N,)
     n_positions: int             # P: rows of the position table (its gradient has this many rows)
     ln: LayerNormCache           # (N,H)
-    drop: np.ndarray | None      # (N,H) dropout mask, 0 or 1/(1-p); None = no dropout
+    drop: Drop | None            # (N,H) dropout mask; None = no dropout
 
 
 class PackedLayerCache(NamedTuple):
@@ -70,12 +77,12 @@ class PackedLayerCache(NamedTuple):
     probs: list                  # B arrays (nh,n_b,n_b): softmax, before dropout
     attn_drop: list | None       # B dropout masks (nh,n_b,n_b) on the probs, or None
     out: LinearCache             # ctx (N,A), W_o (A,H)
-    out_drop: np.ndarray | None  # (N,H) dropout mask on the attention output
+    out_drop: Drop | None        # (N,H) dropout mask on the attention output
     attn_ln: LayerNormCache
     ffn_in: LinearCache          # x1 (N,H), W (H,I)
     gelu: GeluCache              # (N,I)
-    ffn_out: LinearCache         # gelu output (N,I), W (I,H)
-    ffn_drop: np.ndarray | None  # (N,H) dropout mask on the FFN output
+    ffn_out: LinearCache         # x None (it is gelu.x * gelu.cdf, recomputed: one (N,I) less), W (I,H)
+    ffn_drop: Drop | None        # (N,H) dropout mask on the FFN output
     ffn_ln: LayerNormCache
 
 
@@ -150,6 +157,29 @@ def _keep(u, p, dt):
     return ((u >= dt(p)) * dt(1.0 / (1.0 - p))).astype(dt, copy=False)
 
 
+def _drop_rows(rng, p, shape, idx, dt):
+    """The reference's dropout draw for a (B,T,H) tensor, kept at the real rows: Drop or None."""
+    u = _draw(rng, p, shape, dt)                                   # (B,T,H)
+    return None if u is None else Drop(_rows(u, idx) >= dt(p), dt(1.0 / (1.0 - p)))   # (N,H)
+
+
+def _dropped(x, drop):
+    """x * mask in place (x is ours); x itself without dropout."""
+    if drop is not None:
+        x *= drop.scale
+        x *= drop.keep
+    return x
+
+
+def _dropped_copy(dy, drop):
+    """dy * mask, fresh (dy is the caller's); dy itself without dropout (callers only read it)."""
+    if drop is None:
+        return dy
+    dx = dy * drop.scale
+    dx *= drop.keep
+    return dx
+
+
 # ----------------------------------------------------------------------------------------------
 # Forward
 
@@ -164,10 +194,8 @@ def _embeddings_forward(params, config, ids, token_type_ids, idx, rng, dt):
     x += params["embeddings.position"][idx % T]                    # (N,H): position = column
     y, ln = layernorm_forward(x, params["embeddings.ln.gamma"], params["embeddings.ln.beta"],
                               config.layer_norm_eps)               # (N,H)
-    u = _draw(rng, config.hidden_dropout, (ids.shape[0], T, H), dt)   # (B,T,H), as the reference
-    drop = None if u is None else _keep(_rows(u, idx), config.hidden_dropout, dt)   # (N,H)
-    if drop is not None:
-        y *= drop
+    drop = _drop_rows(rng, config.hidden_dropout, (ids.shape[0], T, H), idx, dt)   # (N,H), as the reference
+    y = _dropped(y, drop)
     cache = PackedEmbeddingsCache(EmbeddingCache(word_ids, params["embeddings.word"].shape[0]),
                                   EmbeddingCache(type_ids, params["embeddings.token_type"].shape[0]),
                                   params["embeddings.position"].shape[0], ln, drop)
@@ -188,20 +216,17 @@ def _layer_forward(params, config, i, h, idx, starts, positions, shape, rng, kee
     del u
     ctx, scores, probs = attention_packed(qkv, starts, nh, keep_probs=True, drop=attn_drop)  # (N,A)
     a, out_cache = linear_forward(ctx, params[p + "attn.out.W"], params[p + "attn.out.b"])  # (N,H)
-    u = _draw(rng, config.hidden_dropout, shape, dt)
-    out_drop = None if u is None else _keep(_rows(u, idx), config.hidden_dropout, dt)     # (N,H)
-    if out_drop is not None:
-        a *= out_drop
+    out_drop = _drop_rows(rng, config.hidden_dropout, shape, idx, dt)              # (N,H)
+    a = _dropped(a, out_drop)
     a += h                                                         # residual
     x1, attn_ln = layernorm_forward(a, params[p + "attn.ln.gamma"], params[p + "attn.ln.beta"],
                                     config.layer_norm_eps)         # (N,H)
     f, ffn_in = linear_forward(x1, params[p + "ffn.in.W"], params[p + "ffn.in.b"])      # (N,I)
     f, gelu = gelu_forward(f)                                      # (N,I)
     f, ffn_out = linear_forward(f, params[p + "ffn.out.W"], params[p + "ffn.out.b"])    # (N,H)
-    u = _draw(rng, config.hidden_dropout, shape, dt)
-    ffn_drop = None if u is None else _keep(_rows(u, idx), config.hidden_dropout, dt)     # (N,H)
-    if ffn_drop is not None:
-        f *= ffn_drop
+    ffn_out = LinearCache(None, ffn_out.W)                         # its x: recomputed from gelu's cache
+    ffn_drop = _drop_rows(rng, config.hidden_dropout, shape, idx, dt)              # (N,H)
+    f = _dropped(f, ffn_drop)
     f += x1                                                        # residual
     y, ffn_ln = layernorm_forward(f, params[p + "ffn.ln.gamma"], params[p + "ffn.ln.beta"],
                                   config.layer_norm_eps)           # (N,H)
@@ -260,13 +285,15 @@ def _layer_backward(dy, c: PackedLayerCache, starts, dscores, dprobs, dvalues):
     gradients already cut into per-sequence blocks (or None). Returns: dx (N,H), grads dict."""
     p = f"encoder.{c.index}."
     ds2, dgamma2, dbeta2 = layernorm_backward(dy, c.ffn_ln)        # (N,H)
-    df = ds2 if c.ffn_drop is None else ds2 * c.ffn_drop           # (N,H)
-    df, dW_out, db_out = linear_backward(df, c.ffn_out)            # (N,H) -> (N,I)
+    df = _dropped_copy(ds2, c.ffn_drop)                            # (N,H)
+    g = c.gelu.x * c.gelu.cdf                                      # (N,I) the GELU's output, as it was
+    df, dW_out, db_out = linear_backward(df, LinearCache(g, c.ffn_out.W))   # (N,H) -> (N,I)
+    del g
     df = gelu_backward(df, c.gelu)                                 # (N,I)
     dx1, dW_in, db_in = linear_backward(df, c.ffn_in)              # (N,I) -> (N,H)
     dx1 += ds2                                                     # x1 fed the FFN and the sum
     ds1, dgamma1, dbeta1 = layernorm_backward(dx1, c.attn_ln)      # (N,H)
-    da = ds1 if c.out_drop is None else ds1 * c.out_drop           # (N,H)
+    da = _dropped_copy(ds1, c.out_drop)                            # (N,H)
     dctx, dW_o, db_o = linear_backward(da, c.out)                  # (N,H) -> (N,A)
     dqkv = attention_packed_backward(dctx, c.qkv_out, starts, c.n_heads, c.probs, c.attn_drop,
                                      dscores, dprobs, dvalues)     # (N,3A)
@@ -284,7 +311,7 @@ def _layer_backward(dy, c: PackedLayerCache, starts, dscores, dprobs, dvalues):
 
 def _embeddings_backward(dh, c: PackedEmbeddingsCache, idx, B, T):
     """model.embeddings_backward on the real rows. Inputs: dh (N,H). Returns: grads dict."""
-    dy = dh if c.drop is None else dh * c.drop                     # (N,H)
+    dy = _dropped_copy(dh, c.drop)                                 # (N,H)
     dx, dgamma, dbeta = layernorm_backward(dy, c.ln)               # (N,H)
     dpos = np.zeros((c.n_positions, dx.shape[1]), dtype=dx.dtype)  # (P,H)
     dpos[:T] = _scatter(dx, idx, B, T).sum(axis=0)                  # (B,T,H) -> (T,H), rows 0..T-1
