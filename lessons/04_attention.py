@@ -21,7 +21,7 @@ Run: python lessons/04_attention.py [--tiny]      Exercise: attention_backward
 """
 
 # %%
-from _common import done, parse_args, savefig, section
+from _common import done, parse_args, report_checks, savefig, section
 
 import time
 
@@ -90,8 +90,7 @@ print(f"a row whose keys are all masked (float32 scores 1, 2, 3 + bias): with -1
 # %%
 section("4. The backward pass, with the mask: the exercise's own checks")
 results = exercise_checks.check_attention_backward(attention_backward)
-for r in results:
-    print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.describe()}")
+checks_record = report_checks(results, "attention_backward")   # every check: lesson04.json
 
 # %%
 section("5. Speed: no loops over heads")
@@ -163,7 +162,8 @@ results = {"saturation": {str(k): {"max_prob_unscaled": v[0], "max_prob_scaled":
            "fused_vs_naive_max_diff": {"float64": diff64, "float32": diff32},
            "padded_key_attention_max": pad_cols.max(), "padded_vs_alone_max_diff": same,
            "leak_without_mask": leak, "ms_median": timing, "naive_over_fused_ratio_median": np.median(ratios),
-           "timing_shape": [Bs, Ts, Hs, nhs], "timing_rounds": reps}
+           "timing_shape": [Bs, Ts, Hs, nhs], "timing_rounds": reps,
+           "attention_backward_checks": checks_record}
 showed = [
     f"Dividing scores by sqrt(hs) keeps softmax from saturating (max weight {sat[max(sat)][0]:.2f} "
     f"unscaled at hs={max(sat)}); one fused QKV matmul equals the per-head loops.",

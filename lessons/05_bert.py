@@ -25,7 +25,7 @@ Run: python lessons/05_bert.py [--tiny]      Exercise: encoder_layer_backward
 """
 
 # %%
-from _common import ROOT, done, parse_args, savefig, section
+from _common import ROOT, done, parse_args, report_checks, savefig, section
 
 import tempfile
 import time
@@ -45,8 +45,7 @@ results = {}
 # %%
 section("1. The encoder layer's backward, composed from the layers' (the exercise's checks)")
 checks = exercise_checks.check_encoder_layer_backward(encoder_layer_backward)
-for r in checks:
-    print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.describe()}")
+checks_record = report_checks(checks, "encoder_layer_backward")   # every check: lesson05.json
 
 # %%
 section("2. The whole model against PyTorch: the tiny fixture, every gradient by name")
@@ -209,7 +208,7 @@ if not args.tiny:
     assert ids_match and hid_err < 1e-4 and cos_min > 0.99999
 
 results.update(model=name, hidden_norms=norms, attention_entropy=entropies,
-               encoder_checks_passed=sum(r.passed for r in checks))
+               encoder_layer_backward_checks=checks_record)
 showed = [
     "An encoder layer's backward is the small backwards of lessons 1-4 in reverse; the residual's "
     "gradient is a sum of two paths.",

@@ -22,7 +22,7 @@ Run: python lessons/06_finetune.py [--tiny]      Exercise: adamw_step
 """
 
 # %%
-from _common import Task, done, finetune_teacher, parse_args, savefig, section
+from _common import Task, done, finetune_teacher, parse_args, report_checks, savefig, section
 
 import time
 from collections import Counter
@@ -63,9 +63,7 @@ print(f"{count_params(params):,} parameters; dev accuracy with the random head: 
 # %%
 section("2. One AdamW step, checked (the exercise's checks)")
 checks = exercise_checks.check_adamw_step(adamw_step)
-for r in checks[:4] + checks[-2:]:
-    print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.describe()}")
-print(f"  ... {len(checks)} checks, {sum(r.passed for r in checks)} pass")
+checks_record = report_checks(checks, "adamw_step")     # every check: lesson06.json
 tc = task.finetune
 steps = tc.epochs * -(-len(task.data.train) // tc.batch_size)
 warm = round(tc.warmup * steps)
@@ -132,7 +130,8 @@ results = {"task": task.name, "majority": majority, "before": before, "after": a
            "steps": len(losses), "loss_first": first, "loss_last": last, "seconds_training": secs,
            "history": [{k: rec[k] for k in ("epoch", "train_loss", "examples_per_s")} | {
                "dev_accuracy": rec["dev"]["accuracy"]} for rec in res.history],
-           "confusion": cm, "confidence_right": float(conf[right].mean())}
+           "confusion": cm, "confidence_right": float(conf[right].mean()),
+           "adamw_step_checks": checks_record}
 showed = [
     f"A fresh head on a pre-trained encoder, AdamW with warm-up/decay and clipping: dev accuracy "
     f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} in {len(losses)} steps (majority class {majority:.3f}).",

@@ -1,8 +1,9 @@
 """Lesson 7: soft and hard distillation.
 
 A student with 2 encoder layers learns from the fine-tuned teacher of lesson 6 with
-    L = alpha * CE(student, gold labels) + (1 - alpha) * T^2 * KL(p_teacher^T || p_student^T)
-(Hinton et al. 2015). The hard term sees one class per example; the soft term sees the
+    L = alpha * CE(softmax(z_s), gold labels) + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+(Hinton et al. 2015; the CE at T = 1, both terms averaged over the examples, the KL summed over
+classes). The hard term sees one class per example; the soft term sees the
 teacher's whole distribution, softened at temperature T: which wrong answers it finds
 plausible, and how sure it is. The T^2 keeps the soft gradient from shrinking like 1/T^2 as T
 grows (for large T it is then about the same size at every T; lesson 2 measures it).

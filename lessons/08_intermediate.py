@@ -5,14 +5,18 @@ also asks the student's inside to look like the teacher's:
 
 - hidden states: student state j (0 = the embedding output) is matched to teacher state g(j),
   g(j) = j * Lt / Ls (for 2 of 6 layers: 0->0, 1->3, 2->6), with a mean squared error over
-  real tokens. A student narrower than the teacher (Hs < Ht) cannot be compared directly,
+  real tokens and features: sum(mask * (h_j W + b - t_g(j))^2) / (n_real * Ht). A student narrower than the teacher (Hs < Ht) cannot be compared directly,
   so a projection W (Hs, Ht) + b is LEARNED along with the student and thrown away afterwards.
 - attention: the pre-softmax scores of student block j are matched to teacher block
   g(j+1) - 1, over real (query, key) pairs only: the padded entries hold -1e9 + something
-  and are left out entirely (their gradient is exactly 0). Heads are compared one to one,
+  and are left out entirely (their gradient is exactly 0): the squared differences are summed
+  over heads and real pairs and divided by nh * sum_b n_b^2 (n_b real tokens in example b).
+  Heads are compared one to one,
   so the student keeps the teacher's head count (a narrow student gets smaller heads).
 
-The loss: alpha*CE + (1-alpha)*T^2*KL + w_h * sum_j MSE_hidden_j + w_a * sum_j MSE_attn_j.
+The loss: alpha*CE + (1-alpha)*T^2*KL + w_h * sum_j MSE_hidden_j + w_a * sum_j MSE_attn_j
+(hidden: j = 0..Ls, the embedding output included; attention: the Ls blocks; a sum over layers,
+not a mean, as minibert.objective computes it).
 The teacher's hidden states and scores are cached once, like its logits, when they fit in memory.
 
 Derive it yourself first (exercises hidden_mse and attention_mse, see

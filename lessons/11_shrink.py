@@ -4,12 +4,15 @@ A distilled 2-layer student is already 1/3 of its teacher's compute. Two more kn
 smaller still, and each has a price we can measure:
 
 - Quantization stores each weight in 8 bits instead of 32: w ~ q * scale with q an integer in
-  [-127, 127]. One scale per output channel (a column of W) instead of one per tensor costs
+  [-127, 127], symmetric: scale = max|w| / 127 and q = round(w / scale), so the round-off of one
+  entry is at most scale / 2. One scale per output channel (a column of W) instead of one per tensor costs
   nothing on disk and removes most of the error: the columns of a real weight matrix differ a
   lot in size, and one scale for all wastes the levels on the biggest column.
 - Pruning removes whole attention heads. Which ones? Put a gate g_h = 1 on each head's
   context; |dL/dg_h| over some data says how much the loss cares (Michel et al. 2019). With our
-  hand-written backward it is one multiply: dL/dg_h = sum of W_o * dW_o over the head's rows.
+  hand-written backward it is one multiply and a sum: dL/dg_h = sum over the batch, the tokens
+  and the head's features of ctx_h * dL/d(g_h ctx_h) (at g = 1 the same number as the sum of
+  W_o * dW_o over the head's rows of W_o).
 
 NumPy has no fast int8 matrix multiply, so int8 here is a storage format (the file is ~4x
 smaller); the matmuls run in float32 on dequantized weights. Section 2 shows why.

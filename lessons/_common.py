@@ -76,6 +76,34 @@ def savefig(fig, name: str, tight: bool = True) -> Path:
     return path
 
 
+def report_checks(checks, label: str = "") -> dict:
+    """Print a short summary of an exercise's check results (minibert.exercise_checks): how many
+    pass, the worst measured error per tolerance (against the reference, against finite
+    differences) and every failing check in full. Returns the full list as a dict for the
+    lesson's JSON, so the printed summary stays short and nothing is lost."""
+    failed = [r for r in checks if not r.passed]
+    print(f"  {label + ': ' if label else ''}{len(checks) - len(failed)} of {len(checks)} checks pass")
+    by_tol = {}                                  # tolerance -> the check with the largest value / tol
+    for r in checks:
+        if r.value is not None and r.tolerance:
+            best = by_tol.get(r.tolerance)
+            if best is None or r.value > best.value:
+                by_tol[r.tolerance] = r
+    for tol, r in sorted(by_tol.items()):
+        n = sum(1 for c in checks if c.tolerance == tol)
+        print(f"    worst of {n} with tolerance {tol:.0e}: {r.measure} {r.value:.1e} ({r.name})")
+    n_prop = sum(1 for r in checks if not r.tolerance)
+    if n_prop:
+        print(f"    {n_prop} property checks (inputs unchanged, names, dtypes, ...): "
+              f"{sum(r.passed for r in checks if not r.tolerance)} ok")
+    for r in failed:
+        print(f"  FAIL  {r.name}: {r.describe()}")
+    return {"passed": len(checks) - len(failed), "total": len(checks),
+            "checks": [{"name": r.name, "passed": r.passed, "value": r.value,
+                        "tolerance": r.tolerance, "measure": r.measure, "detail": r.detail}
+                       for r in checks]}
+
+
 def _plain(obj):
     """numpy scalars / arrays / tuples -> JSON types (floats rounded to 6 significant digits)."""
     import numpy as np
@@ -90,7 +118,7 @@ def _plain(obj):
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return float(f"{float(obj):.6g}")
+        return float(f"{float(obj):.6g}") if np.isfinite(obj) else None   # JSON has no NaN / inf
     return obj
 
 
