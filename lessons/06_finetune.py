@@ -88,7 +88,13 @@ print(f"{len(losses)} steps in {secs:.1f} s; mean loss of the first {k} steps {f
 
 # %%
 section("4. What the fine-tuned teacher does")
-logits = predict_logits(tparams, tconfig, dev_split)
+# the teacher is frozen from here on: its logits on train and dev are computed once and kept in
+# the teacher's folder (under a fingerprint of teacher and data) for lessons 7-9
+t0 = time.perf_counter()
+logits = task.teacher_logits(tparams, tconfig, dev_split, "dev")          # (N_dev, C)
+task.teacher_logits(tparams, tconfig, train_split, "train")
+print(f"teacher logits on train and dev computed once and cached for lessons 7-9 "
+      f"({time.perf_counter() - t0:.1f} s)")
 pred = logits.argmax(1)
 after = classification_metrics(dev_split.labels, pred, len(labels))
 cm = confusion_matrix(dev_split.labels, pred, len(labels))

@@ -26,14 +26,16 @@ differences.
 
 Every setting runs with several seeds (--tiny: 3; class size: 2 for the wide students, 1 for the
 narrow ones), and the figure shows each seed: a difference counts only if it is larger than
-the spread. Students train on the same examples as lesson 7's (--tiny: 48 labelled sentences).
+the spread. Students train on lesson 7's data: the whole training split as a transfer set the
+teacher labels, with gold labels for a few examples (--tiny 24 of 960, class size 64 of 600),
+and lesson 7's distilled loss (soft labels only, T = 2) plus the inside losses.
 
 Run: python lessons/08_intermediate.py [--tiny]
 """
 
 # %%
-from _common import (Task, distill_run, done, finetuned_teacher, parse_args, savefig, section,
-                     spread, teacher_comparison)
+from _common import (Task, describe_separation, distill_run, done, finetuned_teacher, parse_args,
+                     savefig, section, separation, spread, teacher_comparison)
 
 import time
 
@@ -44,7 +46,6 @@ from minibert.objective import DistillSettings
 from minibert.student import default_init_layers, init_projections, student_config, uniform_layer_map
 from minibert.teacher_cache import TeacherCache
 from minibert.exercise_checks import FD_TOL
-from minibert.evaluate import predict_logits
 from minibert.gradcheck import numerical_vjp, rel_error
 from minibert.losses import attention_mse, hidden_mse
 from minibert.model import count_params
@@ -77,8 +78,9 @@ tparams, tconfig, tok = finetuned_teacher(task)
 train, dev = task.splits(tok)
 lmap = label_map(task.data.labels, tconfig)
 train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
-t_dev_logits = predict_logits(tparams, tconfig, dev)
-labelled = task.labelled_subset(train)
+t_dev_logits = task.teacher_logits(tparams, tconfig, dev, "dev")       # lesson 6 cached them
+t_train_logits = task.teacher_logits(tparams, tconfig, train, "train")
+transfer, labelled = task.few_labels(train)
 L_s = 2
 g = tuple(uniform_layer_map(L_s, tconfig.num_layers))
 wide = student_config(tconfig, L_s)
@@ -89,15 +91,16 @@ print(f"wide student:   {L_s} layers H={wide.hidden_size}, {wide.num_heads} head
 print(f"narrow student: {L_s} layers H={narrow.hidden_size}, {narrow.num_heads} heads of "
       f"{narrow.head_size}, FFN {narrow.intermediate_size}")
 W_h, W_a = 1.0, 0.1          # attention scores are ~10x larger than hidden states: MSEs ~10 vs ~1
-settings_kd = DistillSettings(0.5, 2.0, layer_map=g)
-settings_tiny = DistillSettings(0.5, 2.0, hidden_weight=W_h, attention_weight=W_a, layer_map=g)
+settings_kd = DistillSettings(0.0, 2.0, layer_map=g)                 # lesson 7's distilled student
+settings_tiny = DistillSettings(0.0, 2.0, hidden_weight=W_h, attention_weight=W_a, layer_map=g)
 t0 = time.perf_counter()
-teacher = TeacherCache(tparams, tconfig, labelled, settings_tiny, batch_size=task.batch_size)
+teacher = TeacherCache(tparams, tconfig, transfer, settings_tiny, batch_size=task.batch_size,
+                       logits=t_train_logits)
 print(f"{teacher.describe()} ({time.perf_counter() - t0:.1f} s)")
 proj = init_projections(narrow, tconfig, np.random.default_rng(1))
 print(f"learned projections for the narrow student: {len(proj) // 2} x W {proj[f'distill.proj.0.W'].shape} "
       f"+ b: {sum(v.size for v in proj.values()):,} parameters, trained, then stripped from the saved model")
-n_steps = len(task.student_batches(labelled))
+n_steps = len(task.kd_batches(transfer))
 
 # %%
 section("3. Four students, same batches, several seeds")
@@ -110,7 +113,7 @@ def run(tag, config, settings, init, seeds, extra=None):
     t0 = time.perf_counter()
     for seed in seeds:
         params, losses, parts = distill_run(tparams, tconfig, config, teacher,
-                                            task.student_batches(labelled, seed), settings, init,
+                                            task.kd_batches(transfer, seed), settings, init,
                                             task.student.lr, seed=seed, extra_params=extra)
         r = teacher_comparison(params, config, dev, t_dev_logits)
         r.update(parts=parts, params=count_params(params))
@@ -124,7 +127,7 @@ def run(tag, config, settings, init, seeds, extra=None):
 
 
 init = default_init_layers(L_s, tconfig.num_layers)
-print(f"each cell: mean (min-max) over seeds; {n_steps} steps on {len(labelled.labels)} examples; "
+print(f"each cell: mean (min-max) over seeds; {n_steps} steps on {len(transfer.labels)} examples; "
       f"the MSE columns are seed 0's first -> last step")
 run("wide, teacher init, KD only", wide, settings_kd, init, WIDE)
 run("wide, teacher init, KD + hidden + attn", wide, settings_tiny, init, WIDE)
@@ -135,6 +138,14 @@ print("(KD-only runs do not compute the hidden / attention losses: they show 0)"
 
 def mean(tag, key):
     return float(np.mean([r[key] for r in runs[tag]]))
+
+
+# the same seeds share batches and dropout: compare the wide students seed by seed, on the
+# agreement with the teacher the figure draws
+sep_agree = separation([r["agree"] for r in runs["wide, teacher init, KD + hidden + attn"]],
+                       [r["agree"] for r in runs["wide, teacher init, KD only"]], paired=True)
+print(describe_separation(sep_agree, "wide students' agreement with the teacher, KD + hidden + attn - "
+                                     "KD only (paired)"))
 
 
 # %%
@@ -175,11 +186,11 @@ assert np.abs(ds[1, 2:]).max() == 0 and np.isfinite(float(la)) and np.abs(dsc[1]
 assert tiny_run[-1]["hidden"] < tiny_run[0]["hidden"]          # the projection + student learn to match
 assert wide_run[-1]["attention"] < wide_run[0]["attention"]
 assert runs["narrow, random init, KD only"][0]["params"] < runs["wide, teacher init, KD only"][0]["params"]
-if args.tiny:   # the wide student ends closer to the teacher's distribution, on every seed
-    assert max(r["kl"] for r in runs[tags[1]]) < min(r["kl"] for r in runs[tags[0]]), runs
-# class size: in 19 steps the difference is within the seed spread (the guide gives the numbers)
+if args.tiny:   # the wide student agrees with the teacher more, by more than the spread
+    assert sep_agree["ok"], (sep_agree, runs)
+# class size: printed, not asserted (2 seeds of 19 steps: see the verdict above and the guide)
 
-results = {"fd_rel_errors": errs, "steps": n_steps, "n_train": len(labelled.labels),
+results = {"fd_rel_errors": errs, "separation_agree": sep_agree, "steps": n_steps, "n_train": len(transfer.labels), "n_labelled": len(labelled),
            "runs": {tag: [{k: v for k, v in r.items() if k != "parts"} | {
                "first_parts": r["parts"][0], "last_parts": r["parts"][-1]} for r in rs]
                     for tag, rs in runs.items()}}
@@ -190,7 +201,9 @@ showed = [
     f"agreement {w_kd:.3f} vs {w_tb:.3f}. Narrow random-init student: agreement {mean(tags[2], 'agree'):.3f} "
     f"vs {mean(tags[3], 'agree'):.3f}: with nothing copied and this few steps, matching the inside "
     f"does not make up for a random start (TinyBERT distils its inside on a large corpus first).",
-    ("" if args.tiny else "At this size and 19 steps the wide students' difference is within the seed "
-     "spread: compare the ranges above before drawing a conclusion."),
+    ("" if args.tiny else
+     f"At class size ({len(runs[tags[0]])} seeds of {n_steps} steps) the wide students' agreement difference "
+     "is " + ("larger than the seed spread." if sep_agree["ok"] else "within the seed spread: not a finding at "
+        "this size (the --tiny run separates it).")),
 ]
 done(args, results, [line for line in showed if line])

@@ -68,6 +68,7 @@ models = [("teacher", tparams, tconfig)]
 run_root = args.out / "students"
 shutil.rmtree(run_root, ignore_errors=True)
 caches = {}
+t_train_logits = task.teacher_logits(tparams, tconfig, train, "train")
 for name, config, init in students:
     L = config.num_layers
     g = tuple(uniform_layer_map(L, tconfig.num_layers))
@@ -75,7 +76,8 @@ for name, config, init in students:
     settings = DistillSettings(0.5, 2.0, hidden_weight=1.0 if narrow else 0.0, layer_map=g)
     key = g if settings.needs_hidden else "logits"       # logits do not depend on the layer map
     if key not in caches:
-        caches[key] = TeacherCache(tparams, tconfig, train, settings, batch_size=task.batch_size)
+        caches[key] = TeacherCache(tparams, tconfig, train, settings, batch_size=task.batch_size,
+                                   logits=t_train_logits)        # lesson 6's cached logits
     init_layers = default_init_layers(L, tconfig.num_layers) if init == "teacher" else None
     t0 = time.perf_counter()
     run = train_student(tparams, tconfig, config, init_layers, settings, caches[key], train, dev,

@@ -166,8 +166,10 @@ def done(args, results: dict, showed: list[str]) -> Path:
 class Task:
     """Everything lessons 6-9 share. Attributes: name, base_dir (pre-trained teacher),
     data (minibert.data.Dataset), max_length, batch_size, teacher_dir (fine-tuned, lesson 6),
-    finetune (a train.TrainConfig), student (a TrainConfig for distillation runs), n_labelled
-    (how many training examples the students of lessons 7-8 see; None = all), seeds (how
+    finetune (a train.TrainConfig), student (a TrainConfig for distillation runs: epochs over
+    the transfer set), n_labelled (how many training examples keep their gold label for the
+    students of lessons 7-8; the rest of the training split is their transfer set, see
+    few_labels), seeds (how
     many seeds each compared setting runs, to show the seed-to-seed spread) and compress (the
     TrainConfig of lesson 9's students, trained on the whole training split)."""
 
@@ -186,8 +188,9 @@ class Task:
             self.teacher_dir = root / "teacher"
             self.max_length, self.batch_size = 16, 16
             self.finetune = TrainConfig(epochs=5, lr=1e-2, batch_size=64, max_length=16, **shared)
-            self.student = TrainConfig(epochs=16, lr=5e-3, batch_size=16, max_length=16, **shared)
-            self.n_labelled, self.seeds = 48, 3
+            # the students: one epoch over the 960-sentence transfer set, 24 of them labelled
+            self.student = TrainConfig(epochs=1, lr=5e-3, batch_size=16, max_length=16, **shared)
+            self.n_labelled, self.seeds = 24, 3
             self.compress = TrainConfig(epochs=1, lr=5e-3, batch_size=16, max_length=16, **shared)
         else:
             from minibert.fetch import fetch_teacher
@@ -198,7 +201,8 @@ class Task:
             self.max_length, self.batch_size = 32, 32
             self.finetune = TrainConfig(epochs=2, lr=1e-4, batch_size=32, max_length=32, **shared)
             self.student = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=32, **shared)
-            self.n_labelled, self.seeds = None, 3
+            # the students: one epoch over the 600-tweet transfer set, 64 of them labelled
+            self.n_labelled, self.seeds = 64, 3
             self.compress = self.student           # lesson 9: train_student, one epoch
 
     def student_batches(self, split, seed: int = 0):
@@ -211,6 +215,58 @@ class Task:
             out += list(train_batches(split, self.student.batch_size,
                                       np.random.default_rng([seed, epoch])))
         return out
+
+    def few_labels(self, split):
+        """The students' data (lessons 7-8): the whole training split as the TRANSFER SET, where
+        only the first n_labelled examples of a fixed shuffle keep their gold label (the rest get
+        label -1: the teacher's soft label is all a student learns from them).
+        Returns (transfer split, (n_labelled,) indices of the labelled rows in it). The same for
+        every seed and setting."""
+        import numpy as np
+        n = len(split.labels)
+        keep = np.sort(np.random.default_rng(7).permutation(n)[:self.n_labelled or n])
+        labels = np.full(n, -1, dtype=split.labels.dtype)
+        labels[keep] = split.labels[keep]
+        return split._replace(labels=labels), keep
+
+    def kd_batches(self, transfer, seed: int = 0):
+        """A distilled student's batches: student.epochs shuffled epochs over the transfer set
+        (gold-labelled and unlabelled rows mixed; distillation_loss takes the CE over the
+        labelled rows only). Indices are rows of `transfer` (the teacher cache's split)."""
+        import numpy as np
+
+        from minibert.batches import Batches, bucket_batches
+        out = []
+        for epoch in range(self.student.epochs):
+            out += list(Batches(transfer, bucket_batches(transfer.lengths, self.student.batch_size,
+                                                         np.random.default_rng([seed, epoch]))))
+        return out
+
+    def hard_batches(self, transfer, labelled_idx, n_steps: int, seed: int = 0):
+        """A hard-label student's batches: without a teacher the unlabelled rows teach nothing,
+        so it trains on the labelled rows alone, epoch after shuffled epoch, for the SAME number
+        of steps as a distilled student (n_steps). Indices are rows of `transfer`."""
+        import numpy as np
+
+        from minibert.batches import make_batch
+        out, epoch = [], 0
+        bs = self.student.batch_size
+        while len(out) < n_steps:
+            order = np.random.default_rng([seed, epoch, 2]).permutation(labelled_idx)
+            out += [make_batch(transfer, order[i:i + bs]) for i in range(0, len(order), bs)]
+            epoch += 1
+        return out[:n_steps]
+
+    def teacher_logits(self, tparams, tconfig, split, name: str):
+        """The fine-tuned teacher's (N, C) logits on `split`, computed once and kept in
+        teacher_dir/logits_<name>/ under a fingerprint of the teacher and the split (lesson 6
+        writes them; a changed teacher or split computes them again)."""
+        from minibert.teacher_cache import cached_logits, teacher_fingerprint
+        folder = self.teacher_dir / f"logits_{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fp = teacher_fingerprint(self.teacher_dir, split, self.max_length)
+        logits, _ = cached_logits(tparams, tconfig, split, fp, [folder], batch_size=64)
+        return logits
 
     def labelled_subset(self, split):
         """The first n_labelled examples of a fixed shuffle of `split` (all when None): the
@@ -335,6 +391,35 @@ def teacher_comparison(params, config, split, teacher_logits) -> dict:
     return dict(acc=float(m["accuracy"]), f1=float(m["macro_f1"]),
                 agree=float((order_s[:, 0] == order_t[:, 0]).mean()),
                 runner_up=float((order_s[:, 1] == order_t[:, 1]).mean()), kl=float(kl))
+
+
+def separation(a, b, paired: bool = False) -> dict:
+    """Is A larger than B by more than the seed-to-seed spread? The statistic the lessons
+    assert (a, b: per-seed numbers; at least 2 seeds each).
+    Unpaired (different batches, e.g. KD vs hard labels): worst = min(a) - max(b), the gap
+    between the seed ranges, and std = the larger of the two groups' seed-to-seed std.
+    Paired (seed k of a and of b share batches and dropout, e.g. two temperatures):
+    worst = min over seeds of a_k - b_k, std = the std of those differences.
+    Returns {diff (mean difference), worst, std, ok}: ok when worst > 0 and diff > 2 * std."""
+    import numpy as np
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"separation: needs at least 2 seeds on each side, got {len(a)} and {len(b)}")
+    if paired:
+        d = a - b
+        diff, worst, std = d.mean(), d.min(), d.std(ddof=1)
+    else:
+        diff, worst = a.mean() - b.mean(), a.min() - b.max()
+        std = max(a.std(ddof=1), b.std(ddof=1))
+    return {"diff": float(diff), "worst": float(worst), "std": float(std),
+            "ok": bool(worst > 0 and diff > 2 * std)}
+
+
+def describe_separation(sep: dict, what: str) -> str:
+    """One printed line for a separation() result."""
+    verdict = "separated" if sep["ok"] else "NOT separated"
+    return (f"{what}: mean difference {sep['diff']:+.3f}, worst case {sep['worst']:+.3f}, "
+            f"seed-to-seed std {sep['std']:.3f} -> {verdict} (needs worst > 0 and difference > 2 std)")
 
 
 def spread(values) -> str:
