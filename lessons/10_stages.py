@@ -89,11 +89,11 @@ train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap
 t_dev = predict_logits(tparams, tconfig, dev)
 teacher_acc = float((t_dev.argmax(1) == dev.labels).mean())
 if args.tiny:
-    SIZE = dict(n_labelled=48, steps=48, inter_steps=48, general_epochs=2, per_example=8,
+    SIZE = dict(n_labelled=48, steps=48, inter_steps=48, general_steps=120, per_example=8,
                 seeds=[0, 1, 2], lr=5e-3, batch=16, init="random")
 else:
-    SIZE = dict(n_labelled=96, steps=12, inter_steps=12, general_epochs=1, per_example=3,
-                seeds=[0, 1], lr=5e-4, batch=32, init="teacher layers")
+    SIZE = dict(n_labelled=96, steps=12, inter_steps=12, general_steps=10, per_example=3,
+                seeds=[0, 1], lr=5e-4, batch=16, init="teacher layers")     # ~2 min of 2 cores
 task.n_labelled = SIZE["n_labelled"]
 labelled = task.labelled_subset(train)
 L_s = 2
@@ -144,17 +144,28 @@ def train_steps(params, step_fn, batch_list, seed):
     return parts
 
 
-def task_distill(params, split, cache, settings, recipe, seed):
-    """`kd`: the settings for SIZE["steps"] steps. `tinybert`: the intermediate stage first
-    (SIZE["inter_steps"] steps, no logit loss), then the prediction stage (SIZE["steps"])."""
-    stages = stage_settings(recipe, settings)
-    for name, s in stages:
+STAGE_CACHES = {}      # (transfer set, stage settings) -> TeacherCache: the teacher runs once per set
+
+
+def stage_cache(data, s):
+    """The teacher's outputs that stage settings `s` need on transfer set `data` (its logits
+    reused from the set's logit cache), computed on first use."""
+    split, cache = splits[data]
+    if not (s.needs_hidden or s.needs_scores or s.needs_relation):
+        return cache
+    if (data, s) not in STAGE_CACHES:
+        STAGE_CACHES[data, s] = TeacherCache(tparams, tconfig, split, s, logits=cache.logits)
+    return STAGE_CACHES[data, s]
+
+
+def task_distill(params, data, settings, recipe, seed):
+    """Train params on transfer set `data` with a recipe. `kd`: the settings for SIZE["steps"]
+    steps. `tinybert`: the intermediate stage first (SIZE["inter_steps"] steps, no logit
+    loss), then the prediction stage (SIZE["steps"])."""
+    for name, s in stage_settings(recipe, settings):
         n = SIZE["inter_steps"] if name == "intermediate" else SIZE["steps"]
-        c = cache if name != "intermediate" else TeacherCache(tparams, tconfig, split, s,
-                                                              logits=cache.logits)
-        if name == "prediction" and s.needs_relation and not c.settings.needs_relation:
-            c = TeacherCache(tparams, tconfig, split, s, logits=cache.logits)
-        train_steps(params, make_distill_step(config, c, s), batches(split, n, seed), seed)
+        step = make_distill_step(config, stage_cache(data, s), s)
+        train_steps(params, step, batches(splits[data][0], n, seed), seed)
     return params
 
 
@@ -164,13 +175,14 @@ cache_lab = TeacherCache(tparams, tconfig, labelled, kd)
 cache_aug = TeacherCache(tparams, tconfig, augmented, kd,
                          logits=np.concatenate([cache_lab.logits, aug_logits]))
 agree_aug = float((cache_aug.logits[n_lab:].argmax(1) == cache_aug.logits[aug.source].argmax(1)).mean())
+splits = {"labelled": (labelled, cache_lab), "augmented": (augmented, cache_aug)}
 print(f"teacher logits cached once: {n_lab} labelled + {n_aug} augmented; on {agree_aug:.0%} of "
       f"the variants the teacher keeps the label of the sentence they came from")
 
 # general distillation: TinyBERT's embedding + hidden + attention losses on the training split's
 # text (its labels unused), from the same start as every student; the task starts from its result
 gsettings = GeneralSettings(1.0, 1.0, 1.0, layer_map=g)
-n_general = SIZE["general_epochs"] * -(-len(train.labels) // SIZE["batch"])
+n_general = SIZE["general_steps"]          # --tiny: 2 epochs of the 960 sentences
 general_dir = args.out / "lesson10_general"
 gconfig = dataclasses.replace(config, num_labels=0, labels=None, pooler=False, mlm_head=False)
 
@@ -203,7 +215,6 @@ print(f"student start: {SIZE['init']} ({'nothing copied' if init_layers is None 
       f"{SIZE['steps']} prediction steps each, + {SIZE['inter_steps']} for the intermediate stage, "
       f"+ {n_general} of general distillation; batch {SIZE['batch']}, peak lr {SIZE['lr']:g}")
 runs, starts = {}, {}
-splits = {"labelled": (labelled, cache_lab), "augmented": (augmented, cache_aug)}
 for name, start, data, settings, recipe in STUDENTS:
     t0 = time.perf_counter()
     for seed in SIZE["seeds"]:
@@ -213,8 +224,7 @@ for name, start, data, settings, recipe in STUDENTS:
             params = {k: v.copy() for k, v in starts[seed][0].items()}
         else:
             params = init_student(tparams, tconfig, config, init_layers, student_init_rng(seed))
-        split, cache = splits[data]
-        task_distill(params, split, cache, settings, recipe, seed)
+        task_distill(params, data, settings, recipe, seed)
         runs.setdefault(name, []).append(teacher_comparison(params, config, dev, t_dev))
     steps = (SIZE["steps"] + (SIZE["inter_steps"] if recipe == "tinybert" else 0)
              + (n_general if start == "general" else 0))
