@@ -67,6 +67,7 @@ QUICK = DemoSizes(teacher_train=800, student_train=1600, dev=200, test=600, max_
 STUDENT_LAYERS = 2
 ALPHA, TEMPERATURE = 0.5, 2.0              # the KD student's loss
 RECIPES = ("kd", "tinybert", "tinybert-aug")    # student recipes the demo runs (recipes.RECIPES)
+QUICK_RECIPES = ("kd",)                    # --quick: KD + the control only (~100 s idle)
 RECIPE_ROWS = {"kd": "student KD", "tinybert": "student TinyBERT",
                "tinybert-aug": "student TinyBERT+aug"}
 INTERMEDIATE_EPOCHS = 1                    # tinybert: stage 1 epochs (then student_epochs of KD)
@@ -403,7 +404,8 @@ def cli_demo(args) -> int:
     if getattr(args, "seed", 0) < 0:
         raise MinibertError(f"--seed must be >= 0, got {args.seed}")
     seeds = getattr(args, "seeds", None)
-    recipes = tuple(getattr(args, "recipes", None) or RECIPES)
+    recipes = tuple(getattr(args, "recipes", None)
+                    or (QUICK_RECIPES if args.quick else RECIPES))
     if not seeds:
         run_demo(args.out, quick=args.quick, seed=args.seed, sweep=getattr(args, "sweep", False),
                  recipes=recipes, resume=args.resume, overwrite=args.overwrite)

@@ -186,5 +186,11 @@ def test_demo_seeds_runs_each_seed_and_writes_the_interval_table(tmp_path, monke
     assert calls[2][0] == str(tmp_path / "seed-2")
     text = (tmp_path / "seeds.md").read_text()
     assert "+2.00, +3.00, +4.00" in text and "+3.00 ± 2.48" in text      # 4.303 * 1 / sqrt 3
+    calls.clear()
+    assert main(["demo", "--out", str(tmp_path / "q"), "--seeds", "0", "--quick"]) == 0
+    assert calls[0][2] == demo.QUICK_RECIPES == ("kd",)     # --quick stays ~100 s: KD + control
+    calls.clear()
+    assert main(["demo", "--out", str(tmp_path / "f"), "--seeds", "0"]) == 0
+    assert calls[0][2] == demo.RECIPES == ("kd", "tinybert", "tinybert-aug")
     assert _exit_code(["demo", "--seeds", "1,1"]) == 2
     assert "distinct seeds" in capsys.readouterr().err
