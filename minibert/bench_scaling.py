@@ -7,8 +7,9 @@ uniform in [T/4, T], one of them T long) is timed on the same model in both engi
 run by run (bench_timing.time_interleaved): the inference forward (eval mode, no caches) and the
 train step (forward with dropout + cross-entropy + backward + AdamW). Figures are microseconds per
 REAL token (median time / N), so a reader sees where attention's T^2 takes over and what the
-padding costs: minibert's inference forward runs on the real tokens only, PyTorch's runs on the
-padded grid. The padding fraction is 1 - N / (B*T). Ratios minibert / PyTorch are paired (the
+padding costs: minibert runs the forward and the train step on the real tokens only (the packed
+paths of fast_model / fast_packed), PyTorch on the padded grid. The padding fraction is
+1 - N / (B*T). Ratios minibert / PyTorch are paired (the
 median of run-by-run ratios: both engines saw the same load).
 
 Time budget: a cell's first timed round (one run of each engine) decides how many more it gets,
