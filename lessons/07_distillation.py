@@ -16,7 +16,7 @@ logits are divided by T before the softmax. The exercise checks your answer agai
 form and against finite differences.
 
 Where distillation wins: FEW LABELS and many unlabelled examples. The students get the gold
-label of only a few training examples (--tiny 48 of 960 sentences, class size 64 of 600
+label of only a few training examples (--tiny 24 of 960 sentences, class size 64 of 600
 tweets); the rest of the training split is a TRANSFER SET that only the teacher labels (its
 logits, computed once by lesson 6 and cached: the teacher is frozen). A hard-label student can
 use only the labelled examples (it trains on them for as many steps as the distilled one); a

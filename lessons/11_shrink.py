@@ -115,6 +115,7 @@ fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
 for k, name in enumerate(names):
     a1.semilogy(bits, errors[name, "tensor"], "--o", color=f"C{k}", alpha=0.6)
     a1.semilogy(bits, errors[name, "channel"], "-o", color=f"C{k}", label=name)
+a1.set_xticks(bits)                                 # 8, 6, 4: no fractional bits
 a1.set_xlabel("bits per weight")
 a1.set_ylabel("relative error ||W - W_hat|| / ||W||")
 a1.set_title("Quantization error: dashed one scale per tensor, solid per channel")

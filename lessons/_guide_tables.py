@@ -52,9 +52,10 @@ def main() -> None:
         if 7 not in recs:
             continue
         rs = runs_by_setting(recs[7])
+        res = recs[7]["results"]
         print(f"\nLesson 7, {name}: mean (min-max, seeds) on dev; teacher accuracy "
-              f"{recs[7]['results']['teacher_acc']:.3f}, {recs[7]['results']['n_labelled']} training "
-              f"examples, {recs[7]['results']['steps']} steps\n")
+              f"{res['teacher_acc']:.3f}; gold labels for {res['n_labelled']} of {res.get('n_train', '?')} "
+              f"training examples (the rest: transfer set), {res['steps']} steps\n")
         print("| student | dev accuracy | agrees with teacher | same runner-up | KL(teacher \\|\\| student) |")
         print("|---|---|---|---|---|")
         for (init, alpha, T), seeds in rs.items():
@@ -63,6 +64,12 @@ def main() -> None:
                   f"{cell(seeds, 'runner_up')} | {cell(seeds, 'kl')} |")
         ent = recs[7]["results"]["entropy_by_T"]
         print("\nsoft-target entropy / ln C: " + ", ".join(f"T={float(k):g}: {v:.3f}" for k, v in ent.items()))
+        seps = recs[7]["results"].get("separation", {})
+        if seps:
+            print("\n| difference tested | mean | worst case | seed-to-seed std | separated |\n|---|---|---|---|---|")
+            for what, sp in seps.items():
+                print(f"| {what.replace('_', ' ')} | {sp['diff']:+.3f} | {sp['worst']:+.3f} | {sp['std']:.3f} | "
+                      f"{'yes' if sp['ok'] else 'no'} |")
     for name, recs in (("class size", full), ("--tiny", tiny)):
         for k in (8, 10):                     # the same table: students -> their seeds
             if k in recs:
@@ -70,6 +77,10 @@ def main() -> None:
                 print("| student | dev accuracy | agrees with teacher | KL |\n|---|---|---|---|")
                 for tag, seeds in recs[k]["results"]["runs"].items():
                     print(f"| {tag} | {cell(seeds, 'acc')} | {cell(seeds, 'agree')} | {cell(seeds, 'kl')} |")
+                sp = recs[k]["results"].get("separation_agree")
+                if sp:
+                    print(f"\nwide students' agreement, KD + hidden + attn - KD only (paired): {sp['diff']:+.3f}, "
+                          f"worst {sp['worst']:+.3f}, std {sp['std']:.3f}: {'separated' if sp['ok'] else 'not separated'}")
         if 9 in recs:
             print(f"\nLesson 9, {name}:\n")
             print("| model | dev accuracy | params | speed-up (median, range over rounds) |\n|---|---:|---:|---|")
