@@ -34,14 +34,13 @@ Run: python lessons/08_intermediate.py [--tiny]
 """
 
 # %%
-from _common import (Task, describe_separation, distill_run, done, finetuned_teacher, parse_args,
+from _common import (Task, describe_separation, distill_run, done, teacher_and_splits, parse_args,
                      savefig, section, separation, spread, teacher_comparison)
 
 import time
 
 import numpy as np
 
-from minibert.distill import label_map
 from minibert.objective import DistillSettings
 from minibert.student import default_init_layers, init_projections, student_config, uniform_layer_map
 from minibert.teacher_cache import TeacherCache
@@ -74,10 +73,7 @@ print(f"attention_mse on scores holding -1e9 at padded keys: loss {float(la):.3f
 
 # %%
 section("2. Teacher, student shapes and what the teacher hands over")
-tparams, tconfig, tok = finetuned_teacher(task)
-train, dev = task.splits(tok)
-lmap = label_map(task.data.labels, tconfig)
-train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
+tparams, tconfig, tok, train, dev = teacher_and_splits(task)   # labels in the teacher's order
 t_dev_logits = task.teacher_logits(tparams, tconfig, dev, "dev")       # lesson 6 cached them
 t_train_logits = task.teacher_logits(tparams, tconfig, train, "train")
 transfer, labelled = task.few_labels(train)

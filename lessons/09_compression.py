@@ -23,14 +23,14 @@ Run: python lessons/09_compression.py [--tiny]
 """
 
 # %%
-from _common import Task, done, drop_checkpoints, finetuned_teacher, parse_args, savefig, section
+from _common import Task, done, drop_checkpoints, teacher_and_splits, parse_args, savefig, section
 
 import shutil
 import time
 
 import numpy as np
 
-from minibert.distill import compare_models, format_table, label_map, train_student
+from minibert.distill import compare_models, format_table, train_student
 from minibert.evaluate import measure_latency
 from minibert.objective import DistillSettings
 from minibert.student import default_init_layers, student_config, uniform_layer_map
@@ -49,10 +49,7 @@ def breakdown(params):
 
 # %%
 section("1. The teacher")
-tparams, tconfig, tok = finetuned_teacher(task)
-train, dev = task.splits(tok)
-lmap = label_map(task.data.labels, tconfig)
-train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
+tparams, tconfig, tok, train, dev = teacher_and_splits(task)   # labels in the teacher's order
 emb, enc, head = breakdown(tparams)
 print(f"{tconfig.num_layers} layers, H={tconfig.hidden_size}: {emb + enc + head:,} parameters = "
       f"embeddings {emb:,} ({emb / (emb + enc + head):.0%}) + encoder {enc:,} + head {head:,}")

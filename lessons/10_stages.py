@@ -29,7 +29,7 @@ Run: python lessons/10_stages.py [--tiny]
 """
 
 # %%
-from _common import (Task, done, finetuned_teacher, parse_args, savefig, section, spread,
+from _common import (Task, done, teacher_and_splits, parse_args, savefig, section, spread,
                      teacher_comparison)
 
 import dataclasses
@@ -39,7 +39,6 @@ import numpy as np
 
 from minibert.augment import AugmentSettings, augment_sentences
 from minibert.batches import train_batches
-from minibert.distill import label_map
 from minibert.evaluate import predict_logits
 from minibert.exercise_checks import FD_TOL
 from minibert.general_distill import load_student_init
@@ -82,10 +81,7 @@ print(f"  v appears twice in v v^T: dv without the transpose term is off by "
 
 # %%
 section("2. The teacher, the labelled examples and the two transfer sets")
-tparams, tconfig, tok = finetuned_teacher(task)
-train, dev = task.splits(tok)
-lmap = label_map(task.data.labels, tconfig)
-train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
+tparams, tconfig, tok, train, dev = teacher_and_splits(task)   # labels in the teacher's order
 t_dev = predict_logits(tparams, tconfig, dev)
 teacher_acc = float((t_dev.argmax(1) == dev.labels).mean())
 if args.tiny:

@@ -339,6 +339,17 @@ def finetuned_teacher(task: Task):
     return params, config, Tokenizer.from_dir(task.teacher_dir)
 
 
+def teacher_and_splits(task: Task):
+    """Lesson 6's teacher and the task's train/dev splits with labels in the teacher's order
+    (lesson 7 writes these steps out). Returns: tparams, tconfig, tokenizer, train, dev."""
+    from minibert.distill import label_map
+    tparams, tconfig, tok = finetuned_teacher(task)
+    train, dev = task.splits(tok)
+    lmap = label_map(task.data.labels, tconfig)                # dataset label -> teacher label index
+    train, dev = train._replace(labels=lmap[train.labels]), dev._replace(labels=lmap[dev.labels])
+    return tparams, tconfig, tok, train, dev
+
+
 def distill_run(tparams, tconfig, sconfig, teacher, batches, settings, init_layers, lr, seed=0,
                 extra_params=None, weight_decay=0.01, clip=1.0):
     """Train one student on fixed batches: a loop of train.train_step, fit's own step.
