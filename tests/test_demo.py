@@ -5,6 +5,7 @@ students, and the temperature x alpha sweep."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from tiny import count_teacher_forwards, make_tiny_model_dir, write_tiny_dataset
 
 TINY = demo.DemoSizes(teacher_train=200, student_train=240, dev=40, test=None, max_length=16,
                       teacher_epochs=4, student_epochs=2, batch_size=16, teacher_lr=5e-3,
-                      student_lr=3e-3, augment_per_example=2)
+                      student_lr=3e-3, augment_per_example=2, augment_epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def first_run(tiny_setup):
 
     def recording_train(*a, **kw):
         STUDENT_TRAININGS.append({"n": len(a[6].labels), "init": kw.get("init_params"),
-                                  "out": a[8]})
+                                  "out": a[8], "epochs": a[9].epochs})
         return real_train(*a, **kw)
     mp.setattr(distill, "train_student", recording_train)
     buf = io.StringIO()
@@ -60,7 +61,7 @@ def first_run(tiny_setup):
 
 
 STUDENT_INITS = []   # first_run's student initialisations, in order (copies: training changes them)
-STUDENT_TRAININGS = []   # first_run's distill.train_student calls: rows, init_params, out_dir
+STUDENT_TRAININGS = []   # first_run's train_student calls: rows, init_params, out_dir, epochs
 
 
 def test_demo_end_to_end_on_tiny_data(tiny_setup, first_run):
@@ -167,17 +168,22 @@ def test_bench_demo_times_shows_every_stage_the_demo_recorded(first_run):
 
 def test_tinybert_aug_shares_stage_1_and_adds_the_augmented_sentences(first_run):
     """The TinyBERT+aug row starts stage 2 from the TinyBERT row's stage 1 (no second stage 1)
-    and trains it on the transfer set plus the augmented sentences; every other student trains
-    on the transfer set (or, the control, the labelled part of it)."""
+    and trains it on the transfer set plus the augmented sentences for sizes.augment_epochs
+    (its own count, not student_epochs); every other student trains on the transfer set (or,
+    the control, the labelled part of it)."""
     from minibert.transfer_set import load_augmented
     from minibert.weights import load_model
     out = first_run[0]
     m = len(load_augmented(out / "augmented.safetensors").lengths)
     assert TINY.student_train < m <= TINY.augment_per_example * TINY.student_train
-    rows = [(t["out"].name, t["n"]) for t in STUDENT_TRAININGS]
-    assert rows == [("intermediate", 240), ("student_TinyBERT", 240),      # two-stage first
-                    ("student_TinyBERT+aug", 240 + m), ("student_KD", 240),
-                    ("student_hard-only", 200)]
+    rows = [(t["out"].name, t["n"], t["epochs"]) for t in STUDENT_TRAININGS]
+    e, e1 = TINY.student_epochs, demo.INTERMEDIATE_EPOCHS
+    assert rows[:4] == [("intermediate", 240, e1), ("student_TinyBERT", 240, e),  # two-stage first
+                        ("student_TinyBERT+aug", 240 + m, TINY.augment_epochs),
+                        ("student_KD", 240, e)]
+    data = SimpleNamespace(student_train=SimpleNamespace(labels=np.zeros(240)),  # only their
+                           teacher_train=SimpleNamespace(labels=np.zeros(200)))  # lengths count
+    assert rows[4] == ("student_hard-only", 200, demo.hard_only_epochs(data, TINY))
     shared, _ = load_model(out / "student_TinyBERT" / "intermediate")
     init = STUDENT_TRAININGS[2]["init"]
     assert init.keys() == shared.keys()
