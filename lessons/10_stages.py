@@ -264,10 +264,14 @@ import matplotlib.pyplot as plt
 fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
 short = ["hard only", "logit KD", "+ intermediate", "+ general", "+ augmentation", "+ MiniLM",
          "augm., no general"][:len(names)]
-for ax, key, label in ((axes[0], "acc", "dev accuracy"), (axes[1], "kl", "KL(teacher || student) on dev, nats (log)")):
+for ax, key, label in ((axes[0], "acc", "dev accuracy"), (axes[1], "kl", "KL(teacher || student) on dev, nats (log; wide tick: mean)")):
     for k, name in enumerate(names):
         v = vals(name, key)
-        ax.bar(k, np.mean(v), color="0.6" if k in (0, 6) else f"C{k}", alpha=0.55)
+        colour = "0.6" if k in (0, 6) else f"C{k}"
+        if key == "kl":   # a bar on a log axis has no zero to start from: the mean as a wide tick
+            ax.plot(k, np.mean(v), "_", ms=40, mew=4, color=colour, alpha=0.8)
+        else:
+            ax.bar(k, np.mean(v), color=colour, alpha=0.55)
         ax.plot([k] * len(v), v, "ko", ms=4, label="one seed" if k == 0 else None)
     ax.set_xticks(range(len(names)), [f"{s}\n{runs[n][0]['steps']} steps" for s, n in zip(short, names)],
                   fontsize=8)
