@@ -89,7 +89,7 @@ if args.tiny:
                 seeds=[0, 1, 2], lr=5e-3, batch=16, init="random")
 else:
     SIZE = dict(n_labelled=96, steps=12, inter_steps=12, general_steps=10, per_example=3,
-                seeds=[0, 1], lr=5e-4, batch=16, init="teacher layers")     # ~2 min of 2 cores
+                seeds=[0, 1], lr=5e-4, batch=16, init="teacher layers")     # 67 s on 2 idle cores
 task.n_labelled = SIZE["n_labelled"]
 labelled = task.labelled_subset(train)
 L_s = 2
